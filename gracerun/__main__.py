@@ -1,0 +1,3 @@
+from gracerun.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,118 @@
+"""The command line, and the one place that turns errors into messages and exit codes.
+
+    gracerun [OPTIONS] -- CMD [ARGS...]     run CMD as a supervised service
+    gracerun check [--config F] [--grace-period S]
+    gracerun prestop [--config F]           (Kubernetes preStop hook)
+    gracerun report STATE_FILE [--format text|svg]
+    gracerun help-config                    print the option reference
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+from gracerun import __version__, config
+from gracerun.errors import GracerunError, UsageError
+
+PROG = "gracerun"
+SUBCOMMANDS = ("check", "prestop", "report", "help-config")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but errors are one line and raise instead of exiting."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def _run_parser() -> _Parser:
+    parser = _Parser(
+        prog=PROG,
+        usage=f"{PROG} [OPTIONS] -- CMD [ARGS...]\n       {PROG} {{{','.join(SUBCOMMANDS)}}} ...",
+        description="Run CMD as a container's PID 1: forward signals, reap zombies, pass on "
+                    "the exit code, and stop the service gracefully within a time budget.",
+        epilog="Every option can also be set in gracerun.toml (--config, $GRACERUN_CONFIG, "
+               "./gracerun.toml); flags win. 'gracerun help-config' lists the keys.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-c", "--config", metavar="FILE",
+                        help="configuration file (default: $GRACERUN_CONFIG, ./gracerun.toml)")
+    for setting in config.SETTINGS:
+        kwargs: dict[str, object] = {
+            "dest": setting.key.replace(".", "__"),
+            "help": f"{setting.help} [{setting.key}; default: {setting.default}]",
+            "action": setting.action,
+        }
+        if setting.metavar:
+            kwargs["metavar"] = setting.metavar
+        if setting.choices:
+            kwargs["choices"] = setting.choices
+        if setting.action == "count":
+            kwargs["default"] = None
+        parser.add_argument(*setting.flags, **kwargs)  # type: ignore[arg-type]
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    parser.add_argument("command", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    return parser
+
+
+def _split(argv: list[str]) -> tuple[list[str], list[str] | None]:
+    """Options before '--' and the command after it (None when there is no '--')."""
+    if "--" in argv:
+        i = argv.index("--")
+        return argv[:i], argv[i + 1:]
+    return argv, None
+
+
+def _cmd_run(argv: list[str]) -> int:
+    opts, command = _split(argv)
+    parser = _run_parser()
+    ns = parser.parse_args(opts)
+    if command is None:
+        command = ns.command
+    elif ns.command:
+        raise UsageError(f"unexpected argument {ns.command[0]!r} before '--' "
+                         f"(see '{PROG} --help')")
+    if not command:
+        raise UsageError(f"no command given: expected '{PROG} [OPTIONS] -- CMD [ARGS...]'")
+    parsed = vars(ns)
+    cfg = config.load(config.find_path(ns.config), config.cli_overrides(parsed))
+
+    from gracerun import log, supervisor
+
+    log.setup(cfg.log.verbosity, cfg.log.format)
+    return supervisor.run(cfg, command)
+
+
+def _cmd_help_config(argv: list[str]) -> int:
+    if argv:
+        raise UsageError(f"help-config takes no arguments, got {argv[0]!r}")
+    from gracerun import docs
+
+    sys.stdout.write(docs.reference())
+    return 0
+
+
+def dispatch(argv: list[str]) -> int:
+    if argv and argv[0] in SUBCOMMANDS:
+        name, rest = argv[0], argv[1:]
+        if name == "help-config":
+            return _cmd_help_config(rest)
+        from gracerun import commands
+
+        return int(getattr(commands, name.replace("-", "_"))(rest))
+    return _cmd_run(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return dispatch(args)
+    except GracerunError as exc:
+        for line in str(exc).splitlines() or [type(exc).__name__]:
+            sys.stderr.write(f"{PROG}: error: {line}\n")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,379 @@
+"""gracerun.toml and command-line flags, validated into frozen dataclasses.
+
+Every scalar option is declared once in SETTINGS: its key in gracerun.toml,
+its command-line flags, its default and its documentation.  cli.py builds the
+argument parser from that table, `gracerun help-config` prints the reference
+from it, and command-line values are merged into the TOML data before one
+validation pass, so a bad flag and a bad key get the same kind of message.
+
+Validation collects every problem at once, each with its key path and what
+was expected, and rejects unknown keys with a did-you-mean.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import signal
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from gracerun import values
+from gracerun.errors import ConfigError
+
+DEFAULT_BUDGET = 30.0
+CONFIG_ENV = "GRACERUN_CONFIG"
+DEFAULT_CONFIG_PATH = "gracerun.toml"
+
+
+# ---------------------------------------------------------------- the result
+
+
+@dataclass(frozen=True)
+class SignalsConfig:
+    group: bool = False  # forward to the service's process group, not just the child
+    rewrite: Mapping[int, int] = field(default_factory=dict)  # 0 drops the signal
+
+
+@dataclass(frozen=True)
+class ProcessConfig:
+    subreaper: bool = False  # force PR_SET_CHILD_SUBREAPER (it is automatic when not PID 1)
+    pdeathsig: int | None = None
+    success_codes: frozenset[int] = frozenset()  # exit codes reported as 0
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    verbosity: int = 0
+    format: str = "text"
+    warn_orphans: bool = False
+
+
+@dataclass(frozen=True)
+class ShutdownConfig:
+    budget: float = DEFAULT_BUDGET
+    stop_signal: int | None = None  # None: the trigger signal, after rewriting
+    stop_grace: float | None = None  # None: see effective_stop_grace
+    triggers: frozenset[int] = frozenset({signal.SIGTERM})
+
+    @property
+    def effective_stop_grace(self) -> float:
+        """Time kept for the stop phase: pre-stop phases must end before it."""
+        if self.stop_grace is not None:
+            return min(self.stop_grace, self.budget)
+        return min(5.0, self.budget / 4)
+
+
+@dataclass(frozen=True)
+class Config:
+    signals: SignalsConfig = SignalsConfig()
+    process: ProcessConfig = ProcessConfig()
+    log: LogConfig = LogConfig()
+    shutdown: ShutdownConfig = ShutdownConfig()
+    source: str = ""  # the file it came from, "" for built-in defaults
+
+    @property
+    def needs_asyncio(self) -> bool:
+        """Whether anything configured needs the asyncio loop (see loop.py)."""
+        return False
+
+
+# --------------------------------------------------------------- the settings
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One scalar option: TOML key, flags, default and documentation."""
+
+    key: str  # dotted path in gracerun.toml
+    flags: tuple[str, ...]
+    help: str
+    default: str
+    metavar: str | None = None
+    action: str = "store"  # argparse action: store, store_true, count, append
+    choices: tuple[str, ...] | None = None
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("shutdown.budget", ("-t", "--budget"), default="30s", metavar="DURATION",
+            help="time from the stop trigger to SIGKILL of the whole tree; keep it under "
+                 "Kubernetes' terminationGracePeriodSeconds"),
+    Setting("shutdown.stop_signal", ("--stop-signal",), default="the trigger, rewritten",
+            metavar="SIGNAL", help="signal the service receives in the stop phase"),
+    Setting("shutdown.stop_grace", ("--stop-grace",), default="5s (a quarter of a budget "
+            "under 20s)", metavar="DURATION",
+            help="time reserved for the stop phase: pre-stop phases are cut short so that "
+                 "the service always gets this long between its stop signal and SIGKILL"),
+    Setting("shutdown.triggers", ("--trigger",), default='["SIGTERM"]', metavar="SIGNAL",
+            action="append",
+            help="signal that starts the shutdown sequence (repeatable; SIGINT is "
+                 "forwarded as-is unless listed)"),
+    Setting("signals.group", ("-g", "--group"), default="false", action="store_true",
+            help="forward signals to the service's whole process group, not just the child "
+                 "(tini -g; dumb-init's default)"),
+    Setting("signals.rewrite", ("-r", "--rewrite"), default="{}", metavar="FROM:TO",
+            action="append",
+            help="rewrite a received signal before forwarding, e.g. TERM:QUIT or 15:3; "
+                 "FROM:0 drops it (repeatable)"),
+    Setting("process.success_codes", ("-e", "--remap-exit",), default="[]", metavar="CODE",
+            action="append", help="report this exit code of the service as 0, e.g. 143 "
+                                  "(repeatable, as tini -e)"),
+    Setting("process.subreaper", ("-s", "--subreaper"), default="automatic when not PID 1",
+            action="store_true", help="register as a child subreaper (PR_SET_CHILD_SUBREAPER)"),
+    Setting("process.pdeathsig", ("-p", "--pdeathsig"), default="none", metavar="SIGNAL",
+            help="signal gracerun receives when its parent dies, e.g. SIGKILL (as tini -p)"),
+    Setting("log.verbosity", ("-v", "--verbose"), default="0", action="count",
+            help="more detail: each forwarded signal, reap and escalation (repeatable)"),
+    Setting("log.format", ("--log-format",), default="text", choices=("text", "json"),
+            help="log line format on stderr"),
+    Setting("log.warn_orphans", ("-w", "--warn-orphans"), default="false",
+            action="store_true", help="warn when an orphaned process is reaped (tini -w)"),
+)
+
+
+def cli_overrides(parsed: Mapping[str, Any]) -> dict[str, Any]:
+    """Turn argparse results (dest = key with dots as '__') into TOML-shaped data."""
+    data: dict[str, Any] = {}
+    for setting in SETTINGS:
+        value = parsed.get(setting.key.replace(".", "__"))
+        if value in (None, False, [], 0) and setting.action != "store":
+            continue
+        if value is None:
+            continue
+        table, _, key = setting.key.rpartition(".")
+        section = data.setdefault(table, {})
+        if setting.key == "signals.rewrite":
+            rules: dict[str, Any] = {}
+            for rule in value:
+                src, _, dst = str(rule).partition(":")
+                rules[src] = dst if _ else None
+            section[key] = rules
+        else:
+            section[key] = value
+    return data
+
+
+def flag_for(key: str) -> str | None:
+    for setting in SETTINGS:
+        if setting.key == key:
+            return setting.flags[-1]
+    return None
+
+
+# ---------------------------------------------------------------- validation
+
+
+class _Reader:
+    """Walks one TOML table, collecting problems with their key paths."""
+
+    def __init__(self, data: Any, path: str, problems: list[str],
+                 labels: Mapping[str, str]) -> None:
+        self.path = path
+        self.problems = problems
+        self.labels = labels
+        self.seen: set[str] = set()
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            self.error("", f"expected a table, got {_describe(data)}")
+            data = {}
+        self.data: dict[str, Any] = data
+
+    def where(self, key: str) -> str:
+        full = f"{self.path}.{key}" if self.path and key else (self.path or key)
+        return self.labels.get(full, full)
+
+    def error(self, key: str, message: str) -> None:
+        self.problems.append(f"{self.where(key)}: {message}")
+
+    def get(self, key: str, parse: Callable[[Any], Any], default: Any = None) -> Any:
+        self.seen.add(key)
+        if key not in self.data:
+            return default
+        try:
+            return parse(self.data[key])
+        except ValueError as exc:
+            self.error(key, str(exc))
+            return default
+
+    def table(self, key: str) -> _Reader:
+        self.seen.add(key)
+        return _Reader(self.data.get(key), f"{self.path}.{key}" if self.path else key,
+                       self.problems, self.labels)
+
+    def finish(self) -> None:
+        known = sorted(self.seen)
+        for key in self.data:
+            if key in self.seen:
+                continue
+            hint = difflib.get_close_matches(key, known, n=1)
+            suggestion = f' (did you mean "{hint[0]}"?)' if hint else ""
+            expected = ", ".join(known) if known else "nothing"
+            self.error(key, f"unknown key{suggestion}; expected one of: {expected}")
+
+
+def _describe(value: Any) -> str:
+    kind = type(value).__name__
+    names = {"str": "a string", "int": "an integer", "float": "a number", "bool": "a boolean",
+             "list": "an array", "dict": "a table"}
+    return f"{names.get(kind, kind)} {value!r}" if kind != "dict" else "a table"
+
+
+def boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, got {_describe(value)}")
+    return value
+
+
+def choice(*options: str) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        if value not in options:
+            raise ValueError(f"expected one of {', '.join(options)}, got {value!r}")
+        return str(value)
+
+    return parse
+
+
+def list_of(parse: Callable[[Any], Any]) -> Callable[[Any], list[Any]]:
+    def parse_list(value: Any) -> list[Any]:
+        if not isinstance(value, list):
+            value = [value]
+        return [parse(item) for item in value]
+
+    return parse_list
+
+
+def positive_duration(value: Any) -> float:
+    seconds = values.duration(value)
+    if seconds <= 0:
+        raise ValueError(f'expected a duration greater than zero like "20s", got {value!r}')
+    return seconds
+
+
+def _rewrite_table(value: Any) -> dict[int, int]:
+    if not isinstance(value, dict):
+        raise ValueError(f'expected a table like {{ SIGTERM = "SIGQUIT" }}, got '
+                         f"{_describe(value)}")
+    rules = {}
+    for src, dst in value.items():
+        if dst is None:
+            raise ValueError(f'expected FROM:TO such as "TERM:QUIT", got {src!r}')
+        frm, to = values.rewrite_rule(f"{src}:{dst}")
+        rules[frm] = to
+    return rules
+
+
+def _verbosity(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"expected a whole number of 0 or more, got {_describe(value)}")
+    return value
+
+
+def _read_core(root: _Reader) -> dict[str, Any]:
+    sig = root.table("signals")
+    signals_cfg = SignalsConfig(
+        group=sig.get("group", boolean, False),
+        rewrite=sig.get("rewrite", _rewrite_table, {}),
+    )
+    sig.finish()
+
+    proc = root.table("process")
+    process_cfg = ProcessConfig(
+        subreaper=proc.get("subreaper", boolean, False),
+        pdeathsig=proc.get("pdeathsig", values.signal_number, None),
+        success_codes=frozenset(proc.get("success_codes", list_of(values.exit_code), [])),
+    )
+    proc.finish()
+
+    lg = root.table("log")
+    log_cfg = LogConfig(
+        verbosity=lg.get("verbosity", _verbosity, 0),
+        format=lg.get("format", choice("text", "json"), "text"),
+        warn_orphans=lg.get("warn_orphans", boolean, False),
+    )
+    lg.finish()
+    return {"signals": signals_cfg, "process": process_cfg, "log": log_cfg}
+
+
+def _read_shutdown(sd: _Reader) -> ShutdownConfig:
+    budget = sd.get("budget", positive_duration, DEFAULT_BUDGET)
+    stop_grace = sd.get("stop_grace", values.duration, None)
+    if stop_grace is not None and stop_grace > budget:
+        sd.error("stop_grace", f"expected at most the budget ({budget:g}s), got {stop_grace:g}s")
+    triggers = sd.get("triggers", list_of(values.signal_number), [signal.SIGTERM])
+    return ShutdownConfig(
+        budget=budget,
+        stop_signal=sd.get("stop_signal", values.signal_number, None),
+        stop_grace=stop_grace,
+        triggers=frozenset(triggers),
+    )
+
+
+def build(data: Mapping[str, Any], *, source: str = "",
+          labels: Mapping[str, str] | None = None) -> Config:
+    """Validate TOML-shaped data into a Config; raise ConfigError with every problem."""
+    problems: list[str] = []
+    root = _Reader(dict(data), "", problems, labels or {})
+    core = _read_core(root)
+    sd = root.table("shutdown")
+    shutdown = _read_shutdown(sd)
+    sd.finish()
+    root.finish()
+    if problems:
+        raise ConfigError(problems, source)
+    return Config(shutdown=shutdown, source=source, **core)
+
+
+# -------------------------------------------------------------------- loading
+
+
+def find_path(explicit: str | None) -> str | None:
+    """--config, else $GRACERUN_CONFIG, else ./gracerun.toml when it exists."""
+    if explicit:
+        return explicit
+    env = os.environ.get(CONFIG_ENV)
+    if env:
+        return env
+    return DEFAULT_CONFIG_PATH if os.path.isfile(DEFAULT_CONFIG_PATH) else None
+
+
+def read_toml(path: str) -> dict[str, Any]:
+    import tomllib
+
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(["config file not found"], path) from None
+    except IsADirectoryError:
+        raise ConfigError(["expected a TOML file, got a directory"], path) from None
+    except PermissionError:
+        raise ConfigError(["config file is not readable (permission denied)"], path) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"not valid UTF-8: {exc.reason}"], path) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"invalid TOML: {exc}"], path) from None
+
+
+def merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Overlay overrides on base, table by table (flags win over the file)."""
+    out = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load(path: str | None, overrides: Mapping[str, Any] | None = None) -> Config:
+    """The Config for a run: file (if any) overlaid with command-line values."""
+    data = read_toml(path) if path else {}
+    labels = {}
+    for table, entries in (overrides or {}).items():
+        for key in entries:
+            flag = flag_for(f"{table}.{key}")
+            if flag:
+                labels[f"{table}.{key}"] = flag
+    return build(merge(data, overrides or {}), source=path or "", labels=labels)

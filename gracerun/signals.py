@@ -1,0 +1,110 @@
+"""Signal handling: handlers that only enqueue, and the names and rewrites.
+
+Why this strategy.  A Python signal handler runs in the main thread between
+two bytecodes, wherever the loop happens to be, so it must not touch loop or
+supervisor state: it appends the signal number to a deque and writes one
+byte to a socketpair whose other end the loop watches.  The loop then drains
+the deque and dispatches each signal in order, as ordinary code.
+
+- The socketpair is also installed with `signal.set_wakeup_fd`, so a signal
+  that lands between Python's check for pending handlers and the epoll call
+  still wakes the loop (the classic lost-wakeup race).
+- uvloop replaces the wakeup fd with its own while it runs and then calls the
+  Python handlers itself; the byte our handler writes wakes our reader there.
+- `loop.add_signal_handler` is not used: uvloop refuses it for SIGCHLD, and
+  one mechanism for every signal keeps their relative order.
+- SIGTTIN and SIGTTOU are ignored, not forwarded: with a terminal gracerun
+  sits in a background process group, and these are the terminal telling
+  gracerun itself to stop; forwarding them would stop the service instead.
+  Ignoring SIGTTOU also lets gracerun hand the terminal to the service.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+from collections import deque
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+from gracerun.errors import UsageError
+
+# Every catchable signal gracerun receives is forwarded, except these.
+NOT_FORWARDED = frozenset({signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD,
+                           signal.SIGTTIN, signal.SIGTTOU})
+HANDLED = (*(s for s in range(1, 32) if s not in NOT_FORWARDED), signal.SIGCHLD)
+
+
+def name(signum: int) -> str:
+    """'SIGTERM' for 15; 'SIG37' for a number without a name."""
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"SIG{signum}"
+
+
+def parse(text: str | int, *, allow_zero: bool = False) -> int:
+    """A signal from 'TERM', 'SIGTERM', 'sigterm' or '15' (0 only when allowed).
+
+    Raises UsageError with the accepted forms.
+    """
+    raw = str(text).strip()
+    if raw.isdigit():
+        num = int(raw)
+        if num == 0 and allow_zero:
+            return 0
+        if 1 <= num < signal.NSIG:
+            return num
+        raise UsageError(f"invalid signal number {raw!r}: expected 1-{signal.NSIG - 1}")
+    upper = raw.upper()
+    if not upper.startswith("SIG"):
+        upper = "SIG" + upper
+    try:
+        return int(signal.Signals[upper])
+    except KeyError:
+        raise UsageError(
+            f"unknown signal {raw!r}: expected a name such as TERM or SIGTERM, or a number"
+        ) from None
+
+
+class SignalInbox:
+    """Receives signals and hands them to `dispatch(signum)` on the loop."""
+
+    def __init__(self, loop: Any, dispatch: Callable[[int], None]) -> None:
+        self._loop = loop
+        self._dispatch = dispatch
+        self._pending: deque[int] = deque()
+        self._rsock, self._wsock = socket.socketpair()
+        self._rsock.setblocking(False)
+        self._wsock.setblocking(False)
+        self._wfd = self._wsock.fileno()
+
+    def install(self) -> None:
+        self._loop.add_reader(self._rsock.fileno(), self._drain)
+        signal.set_wakeup_fd(self._wfd, warn_on_full_buffer=False)
+        for signum in HANDLED:
+            signal.signal(signum, self._enqueue)
+        signal.signal(signal.SIGTTIN, signal.SIG_IGN)
+        signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+        # Undo a blocked mask inherited from whoever started us.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED)
+
+    def _enqueue(self, signum: int, frame: FrameType | None) -> None:
+        """Signal handler: NO LOGGING, no state changes, just queue and wake."""
+        self._pending.append(signum)
+        try:
+            os.write(self._wfd, b"\0")
+        except OSError:
+            pass  # buffer full: the loop is already awake with work queued
+
+    def _drain(self) -> None:
+        try:
+            while self._rsock.recv(4096):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+        # Bounded: a signal storm cannot keep us here past what was queued now.
+        for _ in range(len(self._pending)):
+            self._dispatch(self._pending.popleft())
