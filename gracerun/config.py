@@ -12,15 +12,16 @@ was expected, and rejects unknown keys with a did-you-mean.
 
 from __future__ import annotations
 
-import difflib
 import os
 import signal
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from gracerun import values
 from gracerun.errors import ConfigError
+from gracerun.plan import ConnectionsProbe, Plan, Probe, read_plan, read_probe
+from gracerun.validate import Reader, boolean, choice, describe, list_of, positive_duration
 
 DEFAULT_BUDGET = 30.0
 CONFIG_ENV = "GRACERUN_CONFIG"
@@ -66,17 +67,59 @@ class ShutdownConfig:
 
 
 @dataclass(frozen=True)
+class ServerConfig:
+    listen: str | None = None  # "127.0.0.1:9102", "[::1]:9102", ":9102" (all addresses)
+    ready_probe: Probe | None = None  # the service's own readiness, gating /ready
+    ready_interval: float = 1.0
+
+
+@dataclass(frozen=True)
+class PushgatewayConfig:
+    url: str
+    job: str = "gracerun"
+    grouping: Mapping[str, str] = field(default_factory=dict)
+    timeout: float = 2.0
+
+
+@dataclass(frozen=True)
+class StateConfig:
+    file: str | None = None  # JSON timeline of the last shutdown, read back at start
+    textfile: str | None = None  # node_exporter textfile-collector output
+    pushgateway: PushgatewayConfig | None = None
+
+
+@dataclass(frozen=True)
+class ControlConfig:
+    socket: str | None = None  # unix socket behind `gracerun prestop`
+
+
+@dataclass(frozen=True)
 class Config:
     signals: SignalsConfig = SignalsConfig()
     process: ProcessConfig = ProcessConfig()
     log: LogConfig = LogConfig()
     shutdown: ShutdownConfig = ShutdownConfig()
+    plan: Plan = field(default_factory=Plan)
+    server: ServerConfig = ServerConfig()
+    state: StateConfig = StateConfig()
+    control: ControlConfig = ControlConfig()
     source: str = ""  # the file it came from, "" for built-in defaults
 
     @property
     def needs_asyncio(self) -> bool:
         """Whether anything configured needs the asyncio loop (see loop.py)."""
-        return False
+        return (not self.plan.empty or self.server.listen is not None
+                or self.state.pushgateway is not None)
+
+    def budget_problem(self) -> str | None:
+        """Why the configured phases cannot fit the budget, or None when they do."""
+        worst = self.plan.worst_case()
+        grace = self.shutdown.effective_stop_grace
+        if worst + grace <= self.shutdown.budget + 1e-9:
+            return None
+        return (f"pre-stop phases may take {worst:g}s and the stop phase keeps {grace:g}s, "
+                f"{worst + grace:g}s in all, but shutdown.budget is {self.shutdown.budget:g}s: "
+                f"phases will be cut short (raise the budget or lower the phase timeouts)")
 
 
 # --------------------------------------------------------------- the settings
@@ -127,6 +170,11 @@ SETTINGS: tuple[Setting, ...] = (
             help="more detail: each forwarded signal, reap and escalation (repeatable)"),
     Setting("log.format", ("--log-format",), default="text", choices=("text", "json"),
             help="log line format on stderr"),
+    Setting("server.listen", ("--listen",), default="off", metavar="ADDR:PORT",
+            help="serve /metrics, /ready and /live here, e.g. 127.0.0.1:9102 (never face "
+                 "the internet with it)"),
+    Setting("control.socket", ("--control-socket",), default="off", metavar="PATH",
+            help="unix socket for 'gracerun prestop' (Kubernetes preStop hook)"),
     Setting("log.warn_orphans", ("-w", "--warn-orphans"), default="false",
             action="store_true", help="warn when an orphaned process is reaped (tini -w)"),
 )
@@ -164,97 +212,10 @@ def flag_for(key: str) -> str | None:
 # ---------------------------------------------------------------- validation
 
 
-class _Reader:
-    """Walks one TOML table, collecting problems with their key paths."""
-
-    def __init__(self, data: Any, path: str, problems: list[str],
-                 labels: Mapping[str, str]) -> None:
-        self.path = path
-        self.problems = problems
-        self.labels = labels
-        self.seen: set[str] = set()
-        if data is None:
-            data = {}
-        if not isinstance(data, dict):
-            self.error("", f"expected a table, got {_describe(data)}")
-            data = {}
-        self.data: dict[str, Any] = data
-
-    def where(self, key: str) -> str:
-        full = f"{self.path}.{key}" if self.path and key else (self.path or key)
-        return self.labels.get(full, full)
-
-    def error(self, key: str, message: str) -> None:
-        self.problems.append(f"{self.where(key)}: {message}")
-
-    def get(self, key: str, parse: Callable[[Any], Any], default: Any = None) -> Any:
-        self.seen.add(key)
-        if key not in self.data:
-            return default
-        try:
-            return parse(self.data[key])
-        except ValueError as exc:
-            self.error(key, str(exc))
-            return default
-
-    def table(self, key: str) -> _Reader:
-        self.seen.add(key)
-        return _Reader(self.data.get(key), f"{self.path}.{key}" if self.path else key,
-                       self.problems, self.labels)
-
-    def finish(self) -> None:
-        known = sorted(self.seen)
-        for key in self.data:
-            if key in self.seen:
-                continue
-            hint = difflib.get_close_matches(key, known, n=1)
-            suggestion = f' (did you mean "{hint[0]}"?)' if hint else ""
-            expected = ", ".join(known) if known else "nothing"
-            self.error(key, f"unknown key{suggestion}; expected one of: {expected}")
-
-
-def _describe(value: Any) -> str:
-    kind = type(value).__name__
-    names = {"str": "a string", "int": "an integer", "float": "a number", "bool": "a boolean",
-             "list": "an array", "dict": "a table"}
-    return f"{names.get(kind, kind)} {value!r}" if kind != "dict" else "a table"
-
-
-def boolean(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"expected true or false, got {_describe(value)}")
-    return value
-
-
-def choice(*options: str) -> Callable[[Any], str]:
-    def parse(value: Any) -> str:
-        if value not in options:
-            raise ValueError(f"expected one of {', '.join(options)}, got {value!r}")
-        return str(value)
-
-    return parse
-
-
-def list_of(parse: Callable[[Any], Any]) -> Callable[[Any], list[Any]]:
-    def parse_list(value: Any) -> list[Any]:
-        if not isinstance(value, list):
-            value = [value]
-        return [parse(item) for item in value]
-
-    return parse_list
-
-
-def positive_duration(value: Any) -> float:
-    seconds = values.duration(value)
-    if seconds <= 0:
-        raise ValueError(f'expected a duration greater than zero like "20s", got {value!r}')
-    return seconds
-
-
 def _rewrite_table(value: Any) -> dict[int, int]:
     if not isinstance(value, dict):
         raise ValueError(f'expected a table like {{ SIGTERM = "SIGQUIT" }}, got '
-                         f"{_describe(value)}")
+                         f"{describe(value)}")
     rules = {}
     for src, dst in value.items():
         if dst is None:
@@ -266,11 +227,11 @@ def _rewrite_table(value: Any) -> dict[int, int]:
 
 def _verbosity(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"expected a whole number of 0 or more, got {_describe(value)}")
+        raise ValueError(f"expected a whole number of 0 or more, got {describe(value)}")
     return value
 
 
-def _read_core(root: _Reader) -> dict[str, Any]:
+def _read_core(root: Reader) -> dict[str, Any]:
     sig = root.table("signals")
     signals_cfg = SignalsConfig(
         group=sig.get("group", boolean, False),
@@ -296,7 +257,7 @@ def _read_core(root: _Reader) -> dict[str, Any]:
     return {"signals": signals_cfg, "process": process_cfg, "log": log_cfg}
 
 
-def _read_shutdown(sd: _Reader) -> ShutdownConfig:
+def _read_shutdown(sd: Reader) -> ShutdownConfig:
     budget = sd.get("budget", positive_duration, DEFAULT_BUDGET)
     stop_grace = sd.get("stop_grace", values.duration, None)
     if stop_grace is not None and stop_grace > budget:
@@ -310,19 +271,81 @@ def _read_shutdown(sd: _Reader) -> ShutdownConfig:
     )
 
 
+def _listen_address(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f'expected "HOST:PORT" such as "127.0.0.1:9102", got {describe(value)}')
+    _host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f'expected "HOST:PORT" such as "127.0.0.1:9102", got {value!r}')
+    return value
+
+
+def _path(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"expected a file path, got {describe(value)}")
+    return values.expand_env(value)
+
+
+def _read_observe(root: Reader, env: Mapping[str, str] | None) -> dict[str, Any]:
+    sv = root.table("server")
+    ready_probe = None
+    if "ready_probe" in sv.data:
+        ready_probe = read_probe(sv.table("ready_probe"), env, ("http", "tcp"))
+    server = ServerConfig(listen=sv.get("listen", _listen_address, None),
+                          ready_probe=ready_probe,
+                          ready_interval=sv.get("ready_interval", positive_duration, 1.0))
+    sv.finish()
+
+    st = root.table("state")
+    push = None
+    if "pushgateway" in st.data:
+        pg = st.table("pushgateway")
+        if "url" not in pg.data:
+            pg.error("url", 'missing; expected the Pushgateway URL like "http://127.0.0.1:9091"')
+        push = PushgatewayConfig(url=pg.get("url", _path, ""),
+                                 job=pg.get("job", _path, "gracerun"),
+                                 grouping=pg.get("grouping", _string_table, {}),
+                                 timeout=pg.get("timeout", positive_duration, 2.0))
+        pg.finish()
+    state = StateConfig(file=st.get("file", _path, None), textfile=st.get("textfile", _path, None),
+                        pushgateway=push)
+    st.finish()
+
+    ct = root.table("control")
+    control = ControlConfig(socket=ct.get("socket", _path, None))
+    ct.finish()
+    return {"server": server, "state": state, "control": control}
+
+
+def _string_table(value: Any) -> dict[str, str]:
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise ValueError(f"expected a table of strings, got {describe(value)}")
+    return {k: values.expand_env(v) for k, v in value.items()}
+
+
 def build(data: Mapping[str, Any], *, source: str = "",
-          labels: Mapping[str, str] | None = None) -> Config:
+          labels: Mapping[str, str] | None = None,
+          env: Mapping[str, str] | None = None) -> Config:
     """Validate TOML-shaped data into a Config; raise ConfigError with every problem."""
     problems: list[str] = []
-    root = _Reader(dict(data), "", problems, labels or {})
+    root = Reader(dict(data), "", problems, labels or {})
     core = _read_core(root)
     sd = root.table("shutdown")
     shutdown = _read_shutdown(sd)
+    plan = read_plan(sd, env)
     sd.finish()
+    observe = _read_observe(root, env)
     root.finish()
+    prop = plan.propagate
+    if prop is not None and prop.sleep is None and prop.probe is None:
+        drain_probe = plan.drain.probe if plan.drain else None
+        if not isinstance(drain_probe, ConnectionsProbe):
+            problems.append("shutdown.propagate: an adaptive wait needs a probe: set "
+                            "shutdown.propagate.probe, or sleep for a fixed wait, or use a "
+                            "connections probe in shutdown.drain (its ports are watched)")
     if problems:
         raise ConfigError(problems, source)
-    return Config(shutdown=shutdown, source=source, **core)
+    return Config(shutdown=shutdown, plan=plan, source=source, **core, **observe)
 
 
 # -------------------------------------------------------------------- loading

@@ -74,7 +74,7 @@ def _posix_spawn(
         for fd, target in ((redirect.stdin, 0), (redirect.stdout, 1), (redirect.stderr, 2))
         if fd is not None
     ]
-    group = {"setpgroup": 0} if new_group else {}
+    group: dict[str, int] = {"setpgroup": 0} if new_group else {}
     try:
         return os.posix_spawnp(
             argv[0],
@@ -83,7 +83,7 @@ def _posix_spawn(
             file_actions=actions or None,
             setsigmask=(),
             setsigdef=RESETTABLE_SIGNALS,
-            **group,
+            **group,  # type: ignore[arg-type]
         )
     except OSError as exc:
         raise _launch_error(argv[0], exc.errno or 0) from None

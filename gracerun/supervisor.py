@@ -65,6 +65,9 @@ class Supervisor:
         # Observers for metrics: (signal name) and (exit code).
         self.on_forward: list[Callable[[int], None]] = []
         self.on_service_exit: list[Callable[[int], None]] = []
+        # Run at the very end, before exit (state file, Pushgateway): synchronous,
+        # each expected to bound itself by timeline.remaining().
+        self.on_finish: list[Callable[[Timeline], None]] = []
 
     # ------------------------------------------------------------ start-up
 
@@ -241,6 +244,11 @@ class Supervisor:
         event(self._phase_level, "shutdown complete", exit_code=self.exit_code,
               duration=self.timeline.elapsed(), killed=self.timeline.killed,
               phases=self.timeline.summary())
+        for callback in self.on_finish:
+            try:
+                callback(self.timeline)
+            except Exception as exc:  # never lose the exit code to a reporting failure
+                event(logging.ERROR, "end-of-shutdown action failed", error=repr(exc))
         self.loop.stop()
 
 

@@ -1,0 +1,329 @@
+"""A small HTTP/1.1 client on asyncio, for hooks and probes.
+
+gracerun calls load balancers, registries and the service itself while it shuts down, so
+the client must be bounded in time, cancellable, and fail with one readable line. It does
+one request per connection (``Connection: close``): no pooling, no redirects, no
+decompression, no cookies. That keeps every request independent, which is what a shutdown
+sequence wants, and keeps this module short enough to read.
+
+Only ``asyncio``, ``urllib.parse`` and ``dataclasses`` are imported at the top: gracerun
+starts as PID 1 in front of the service, and start-up time is the service's start-up time.
+``ssl`` is imported, and the default context (which loads the CA store) built, on the first
+https request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import urllib.parse
+from collections.abc import Mapping  # already loaded by the interpreter itself
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from gracerun.errors import GracerunError
+
+if TYPE_CHECKING:
+    import ssl
+
+MAX_BODY = 1024 * 1024
+MAX_HEADER_BYTES = 64 * 1024
+MAX_HEADER_LINES = 100
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+# RFC 9110 token characters, for methods and header names.
+_TCHARS = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_HEXDIGITS = frozenset("0123456789abcdefABCDEF")
+# Printable ASCII stays as written; anything else in the path is percent-encoded as UTF-8.
+_PRINTABLE_ASCII = "".join(chr(c) for c in range(0x21, 0x7F))
+# Methods whose requests carry content, so they get "Content-Length: 0" when empty;
+# some servers (nginx among them) answer 411 otherwise.
+_METHODS_WITH_CONTENT = frozenset({"POST", "PUT", "PATCH"})
+# Headers this client owns: it always closes the connection and frames the body itself.
+_MANAGED_HEADERS = frozenset({"connection", "content-length", "transfer-encoding"})
+
+_default_ssl_context: ssl.SSLContext | None = None
+
+
+class HttpError(GracerunError):
+    """An HTTP request failed: bad URL, connection error, timeout or malformed response.
+
+    The message is one line naming the method and URL. A response with any status code,
+    4xx and 5xx included, is not an error: it is returned.
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    status: int
+    reason: str
+    headers: dict[str, str]  # names lower-cased; repeated headers joined with ", "
+    body: bytes
+
+
+def parse_url(url: str) -> tuple[str, str, int, str]:
+    """Split an http(s) URL into ``(scheme, host, port, path_with_query)``.
+
+    ``host`` has no brackets (``::1`` for ``http://[::1]/``) and is ASCII (IDNA-encoded);
+    ``port`` defaults to 80 or 443; the path defaults to ``/`` and the fragment is dropped.
+    Raises HttpError for anything a request could not be sent to, so configuration can be
+    validated before it is needed.
+    """
+    if not isinstance(url, str):
+        raise HttpError(f"bad URL {url!r}: not a string")
+    if any(c <= " " or c == "\x7f" for c in url):
+        raise HttpError(f"bad URL {_redact(url)!r}: contains whitespace or control characters")
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError as exc:  # "Invalid IPv6 URL", "Port out of range 0-65535", ...
+        raise HttpError(f"bad URL {_redact(url)!r}: {exc}") from None
+    scheme = parts.scheme
+    if scheme not in _DEFAULT_PORTS:
+        raise HttpError(f"bad URL {_redact(url)!r}: scheme must be http or https")
+    if parts.username is not None or parts.password is not None:
+        raise HttpError(
+            f"bad URL {_redact(url)!r}: credentials in URLs are not supported,"
+            " use an Authorization header"
+        )
+    host = parts.hostname
+    if not host:
+        raise HttpError(f"bad URL {_redact(url)!r}: no host")
+    if port is None:
+        port = _DEFAULT_PORTS[scheme]
+    elif port == 0:
+        raise HttpError(f"bad URL {_redact(url)!r}: port 0")
+    if not host.isascii():
+        try:
+            host = host.encode("idna").decode("ascii")
+        except UnicodeError as exc:
+            raise HttpError(f"bad URL {_redact(url)!r}: bad host name: {exc}") from None
+    target = urllib.parse.quote(parts.path or "/", safe=_PRINTABLE_ASCII)
+    if parts.query:
+        target += "?" + urllib.parse.quote(parts.query, safe=_PRINTABLE_ASCII)
+    return scheme, host, port, target
+
+
+async def request(
+    method: str,
+    url: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    body: bytes | None = None,
+    timeout: float,
+    max_body: int = MAX_BODY,
+    ssl_context: ssl.SSLContext | None = None,
+) -> Response:
+    """Send one request and return the response, whatever its status code.
+
+    Everything (name resolution, connecting, TLS, sending, reading) shares one ``timeout``
+    in seconds. The connection is closed on every path out, cancellation included.
+    ``headers`` may override ``Host``, ``User-Agent`` and ``Accept``; ``Connection``,
+    ``Content-Length`` and ``Transfer-Encoding`` are set by the client and passed values
+    are ignored. A response body larger than ``max_body`` bytes is an error. https uses
+    ``ssl_context``, or ``ssl.create_default_context()`` when None.
+
+    Raises HttpError for every expected failure; CancelledError passes through.
+    """
+    scheme, host, port, target = parse_url(url)
+    where = f"{method} {_redact(url)}"
+    head = _request_head(method, scheme, host, port, target, headers, body, where)
+    payload = head + (body or b"")
+    tls = None
+    if scheme == "https":
+        tls = ssl_context or _ssl_default_context()
+    writer: asyncio.StreamWriter | None = None
+    done = False
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(
+                host,
+                port,
+                ssl=tls,
+                server_hostname=host if tls else None,
+                limit=MAX_HEADER_BYTES,
+            )
+            writer.write(payload)
+            await writer.drain()
+            response = await _read_response(reader, method, max_body)
+        done = True
+        return response
+    except TimeoutError:
+        raise HttpError(f"{where}: timed out after {timeout:g}s") from None
+    except _ProtocolError as exc:
+        raise HttpError(f"{where}: malformed response: {exc}") from None
+    except ConnectionRefusedError:
+        raise HttpError(f"{where}: connection refused") from None
+    except (ConnectionResetError, BrokenPipeError):
+        raise HttpError(f"{where}: connection reset by peer") from None
+    except OSError as exc:  # resolution (gaierror), unreachable, TLS (ssl.SSLError) ...
+        raise HttpError(f"{where}: connection failed: {exc.strerror or exc}") from None
+    finally:
+        if writer is not None:
+            if done:
+                writer.close()
+            else:
+                # Failed or cancelled: drop the connection now rather than wait for a
+                # TLS close_notify exchange with a peer that may not answer.
+                writer.transport.abort()
+
+
+class _ProtocolError(Exception):
+    """The peer broke HTTP/1.1 framing; becomes HttpError with the URL attached."""
+
+
+def _request_head(
+    method: str,
+    scheme: str,
+    host: str,
+    port: int,
+    target: str,
+    headers: Mapping[str, str] | None,
+    body: bytes | None,
+    where: str,
+) -> bytes:
+    if not method or not set(method) <= _TCHARS:
+        raise HttpError(f"{where}: bad method {method!r}")
+    host_header = f"[{host}]" if ":" in host else host
+    if port != _DEFAULT_PORTS[scheme]:
+        host_header += f":{port}"
+    fields = {"host": ("Host", host_header), "user-agent": ("User-Agent", "gracerun")}
+    fields["accept"] = ("Accept", "*/*")
+    for name, value in (headers or {}).items():
+        if not name or not set(name) <= _TCHARS:
+            raise HttpError(f"{where}: bad header name {name!r}")
+        if any(c in value for c in "\r\n\0"):
+            raise HttpError(f"{where}: bad value for header {name!r}")
+        if name.lower() not in _MANAGED_HEADERS:
+            fields[name.lower()] = (name, value)
+    if body is not None or method in _METHODS_WITH_CONTENT:
+        fields["content-length"] = ("Content-Length", str(len(body or b"")))
+    fields["connection"] = ("Connection", "close")
+    lines = [f"{method} {target} HTTP/1.1"]
+    lines += [f"{name}: {value}" for name, value in fields.values()]
+    try:
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    except UnicodeEncodeError:
+        raise HttpError(f"{where}: header values must be latin-1") from None
+
+
+async def _read_response(reader: asyncio.StreamReader, method: str, max_body: int) -> Response:
+    """Read one response from ``reader``; raises _ProtocolError on broken framing."""
+    while True:
+        status_line = await _readline(reader)
+        if not status_line:
+            raise _ProtocolError("connection closed before the status line")
+        version, _, rest = status_line.partition(" ")
+        code, _, reason = rest.partition(" ")
+        if not version.startswith("HTTP/1.") or len(code) != 3 or not code.isdigit():
+            raise _ProtocolError(f"bad status line {status_line[:80]!r}")
+        status = int(code)
+        headers = await _read_headers(reader)
+        # 1xx are interim (100 Continue, 103 Early Hints): the real answer follows.
+        # 101 is final, but we never ask to switch protocols.
+        if status >= 200 or status == 101:
+            break
+    if method == "HEAD" or status < 200 or status in (204, 304):
+        body = b""
+    elif "chunked" in headers.get("transfer-encoding", "").lower():
+        body = await _read_chunked(reader, max_body)
+    elif "transfer-encoding" not in headers and "content-length" in headers:
+        body = await _read_sized(reader, headers["content-length"], max_body)
+    else:
+        body = await _read_to_eof(reader, max_body)
+    return Response(status, reason.strip(), headers, body)
+
+
+async def _readline(reader: asyncio.StreamReader) -> str:
+    """One line without its line ending ("" at EOF); bare LF is accepted like CRLF."""
+    try:
+        line = await reader.readline()
+    except ValueError:  # longer than the reader's limit
+        raise _ProtocolError("line too long") from None
+    if line and not line.endswith(b"\n"):
+        raise _ProtocolError("connection closed in the middle of a line")
+    return line.rstrip(b"\r\n").decode("latin-1")
+
+
+async def _read_headers(reader: asyncio.StreamReader) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    size = 0
+    for _ in range(MAX_HEADER_LINES):
+        line = await _readline(reader)
+        if not line:
+            return headers
+        size += len(line)
+        if size > MAX_HEADER_BYTES:
+            raise _ProtocolError(f"headers over {MAX_HEADER_BYTES} bytes")
+        name, colon, value = line.partition(":")
+        if not colon or not name or not set(name) <= _TCHARS:
+            raise _ProtocolError(f"bad header line {line[:80]!r}")
+        name, value = name.lower(), value.strip()
+        headers[name] = f"{headers[name]}, {value}" if name in headers else value
+    raise _ProtocolError(f"more than {MAX_HEADER_LINES} header lines")
+
+
+async def _read_sized(reader: asyncio.StreamReader, field: str, max_body: int) -> bytes:
+    values = {v.strip() for v in field.split(",")}
+    if len(values) != 1 or not (value := values.pop()).isdigit():
+        raise _ProtocolError(f"bad Content-Length {field[:40]!r}")
+    length = int(value)
+    if length > max_body:
+        raise _ProtocolError(f"body of {length} bytes is over the {max_body} byte limit")
+    try:
+        return await reader.readexactly(length)
+    except asyncio.IncompleteReadError as exc:
+        raise _ProtocolError(
+            f"connection closed after {len(exc.partial)} of {length} body bytes"
+        ) from None
+
+
+async def _read_chunked(reader: asyncio.StreamReader, max_body: int) -> bytes:
+    body = bytearray()
+    while True:
+        line = await _readline(reader)
+        if not line:
+            raise _ProtocolError("connection closed in the middle of a chunked body")
+        size_field = line.partition(";")[0].strip()  # drop chunk extensions
+        if not size_field or not set(size_field) <= _HEXDIGITS:
+            raise _ProtocolError(f"bad chunk size line {line[:40]!r}")
+        size = int(size_field, 16)
+        if size == 0:
+            break
+        if len(body) + size > max_body:
+            raise _ProtocolError(f"body over the {max_body} byte limit")
+        try:
+            body += await reader.readexactly(size)
+        except asyncio.IncompleteReadError:
+            raise _ProtocolError("connection closed in the middle of a chunk") from None
+        if await _readline(reader) != "":
+            raise _ProtocolError("chunk not followed by CRLF")
+    await _read_headers(reader)  # trailer fields, discarded
+    return bytes(body)
+
+
+async def _read_to_eof(reader: asyncio.StreamReader, max_body: int) -> bytes:
+    body = bytearray()
+    while chunk := await reader.read(64 * 1024):
+        body += chunk
+        if len(body) > max_body:
+            raise _ProtocolError(f"body over the {max_body} byte limit")
+    return bytes(body)
+
+
+def _ssl_default_context() -> ssl.SSLContext:
+    global _default_ssl_context
+    if _default_ssl_context is None:
+        import ssl
+
+        _default_ssl_context = ssl.create_default_context()
+    return _default_ssl_context
+
+
+def _redact(url: str) -> str:
+    """The URL with any user:password removed, fit for messages and logs."""
+    scheme, sep, rest = url.partition("://")
+    end = min((i for i in map(rest.find, "/?#") if i >= 0), default=len(rest))
+    netloc = rest[:end]
+    if sep and "@" in netloc:
+        return f"{scheme}://***@{netloc.rpartition('@')[2]}{rest[end:]}"
+    return url
