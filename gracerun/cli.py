@@ -80,10 +80,10 @@ def _cmd_run(argv: list[str]) -> int:
     parsed = vars(ns)
     cfg = config.load(config.find_path(ns.config), config.cli_overrides(parsed))
 
-    from gracerun import log, supervisor
+    from gracerun import log, run
 
     log.setup(cfg.log.verbosity, cfg.log.format)
-    return supervisor.run(cfg, command)
+    return run.run(cfg, command)
 
 
 def _cmd_help_config(argv: list[str]) -> int:

@@ -39,8 +39,12 @@ Limits of the rule, stated plainly:
   per-namespace); that is the container's, which is what gracerun runs in.
 
 Cost: one query opens a netlink socket and makes one dump per address family, filtered in
-the kernel by port, so it stays cheap even with many unrelated sockets in the namespace.
-The call blocks, but only for a round trip into the kernel (well under a millisecond).
+the kernel by port, so unrelated sockets are never copied out or parsed. Each dump still
+walks the kernel's whole established-socket hash table, which a container shares with its
+host unless ``net.ipv4.tcp_child_ehash_entries`` is set: about 0.2 ms per walk for 262144
+buckets. Parsing then costs about 5 us per matching socket. With 50 connections one call
+measured 0.8 ms (median), so polling every 100 ms costs under 1% of a CPU. The call
+blocks for that long; asyncio callers may run it directly or in a thread.
 """
 
 from __future__ import annotations
@@ -70,9 +74,9 @@ __all__ = [
 class SockDiagError(GracerunError):
     """Socket diagnostics are not available here (no netlink, no tcp_diag, or not allowed)."""
 
-    def __init__(self, message: str, errno_: int | None = None) -> None:
+    def __init__(self, message: str, code: int | None = None) -> None:
         super().__init__(message)
-        self.errno = errno_
+        self.errno = code  # the OS or netlink errno behind it, when there is one
 
 
 class TcpState(enum.IntEnum):
@@ -92,7 +96,7 @@ class TcpState(enum.IntEnum):
     NEW_SYN_RECV = 12  # kernel-internal request socket; reported to us as SYN_RECV
 
 
-#: States in which an accepted connection may still carry bytes to or from the service.
+#: States of a connection to the service that is opening, open, or still flushing bytes.
 #: FIN_WAIT2 and TIME_WAIT are left out: the service has closed and its data is acknowledged.
 CONNECTED_STATES: frozenset[int] = frozenset(
     {
@@ -114,6 +118,8 @@ class TcpSocket:
     limit; their ``tcp_info`` fields are None because the kernel reuses them for the
     backlog there. The ``tcp_info`` fields are also None for SYN_RECV and TIME_WAIT
     entries, and ``bytes_acked``/``bytes_received`` on kernels older than 4.1.
+    IPv4 clients of a dual-stack IPv6 listener appear as AF_INET6 with ``::ffff:a.b.c.d``
+    addresses.
     """
 
     family: int  # socket.AF_INET or socket.AF_INET6
@@ -138,6 +144,7 @@ def is_busy(sock: TcpSocket, idle_ms: int) -> bool:
     """Whether ``sock`` carries in-flight work, by the rule in the module docstring.
 
     ``idle_ms=0`` makes only the queues count. Unknown (None) fields never make it busy.
+    Meant for connections; on a listener it means "connections wait to be accepted".
     """
     if sock.rqueue > 0 or sock.wqueue > 0 or (sock.unacked or 0) > 0:
         return True
@@ -184,8 +191,8 @@ _RECV_BUFSIZE = 65536  # the kernel fills dump datagrams up to 32 KiB
 _MAX_DATAGRAMS = 4096
 _MAX_REPLY_BYTES = 64 * 1024 * 1024
 _TIMEOUT_S = 2.0
-# Above this many ports the kernel filter would outgrow its 16-bit jump offsets; filter in
-# Python instead (20 bytes of bytecode per port).
+# The kernel filter takes 20 bytes and up to two comparisons per port for every socket, and
+# its jump offsets are 16-bit (at most 3276 ports); past this many ports filter in Python.
 _MAX_BYTECODE_PORTS = 1024
 
 
@@ -194,15 +201,19 @@ def tcp_sockets(
 ) -> list[TcpSocket]:
     """The IPv4 and IPv6 TCP sockets whose *local* port is in ``ports`` and state in ``states``.
 
-    Ports must be in 1..65535 (ValueError otherwise); an empty ``ports`` returns ``[]``
-    without asking the kernel. Raises :class:`SockDiagError` when socket diagnostics are
-    unavailable or refused. Safe to call from any thread (each call has its own socket).
+    Ports must be in 1..65535 and states TcpState values (ValueError otherwise); empty
+    ``ports`` or ``states`` return ``[]`` without asking the kernel. Raises
+    :class:`SockDiagError` when socket diagnostics are unavailable or refused. Safe to call
+    from any thread: each call has its own netlink socket.
     """
     wanted = frozenset(ports)
     for port in wanted:
         if not 0 < port < 65536:
             raise ValueError(f"port out of range: {port!r}")
     wanted_states = frozenset(int(s) for s in states)
+    for state in wanted_states:
+        if not 0 < state < 32:  # idiag_states is a 32-bit mask
+            raise ValueError(f"not a TCP state: {state!r}")
     if not wanted or not wanted_states:
         return []
     mask = 0
@@ -254,7 +265,7 @@ def passive_opens(path: str = "/proc/net/snmp") -> int:
 def _port_filter(ports: list[int]) -> bytes:
     """inet_diag bytecode accepting a socket whose local port is any of ``ports``.
 
-    Each port is ``sport >= p && sport <= p`` (S_EQ only exists since Linux 4.17), followed
+    Each port is ``sport >= p && sport <= p`` (old kernels lack the S_EQ op), followed
     by a JMP to "accept" for all but the last port. A failed test jumps to the next port's
     block; after the last one to "reject" (4 bytes past the end). The kernel's audit
     requires every jump target to lie on the chain of "yes" steps, hence the JMP op, whose
@@ -321,7 +332,7 @@ def _dump(
 
 
 def _messages(data: bytes) -> Iterator[tuple[int, int, memoryview]]:
-    """The (type, seq, body) of each netlink message in one datagram; stops at garbage."""
+    """The (type, seq, body) of each netlink message in one datagram; raises on garbage."""
     view = memoryview(data)
     offset = 0
     while offset + _NLMSGHDR.size <= len(data):

@@ -68,6 +68,7 @@ class Supervisor:
         # Run at the very end, before exit (state file, Pushgateway): synchronous,
         # each expected to bound itself by timeline.remaining().
         self.on_finish: list[Callable[[Timeline], None]] = []
+        self.timeline.listeners.append(self._log_phase)
 
     # ------------------------------------------------------------ start-up
 
@@ -175,6 +176,15 @@ class Supervisor:
         else:
             self._stop_leftovers()
         self._check_tree_gone()
+
+    def _log_phase(self, kind: str, record: Any) -> None:
+        if kind == "phase-start":
+            event(self._phase_level, "phase started", phase=record.name, at=record.start,
+                  remaining=self.timeline.remaining())
+        elif kind == "phase-end":
+            event(self._phase_level, "phase ended", phase=record.name, duration=record.duration,
+                  reason=record.reason, **{k: v for k, v in record.detail.items()
+                                           if k != "last_reading"})
 
     def _stop_leftovers(self) -> None:
         """The service is gone but processes it left behind are not: stop them too."""

@@ -91,6 +91,12 @@ class Timeline:
         self.hooks.append(record)
         self._emit("hook", record)
 
+    def probe(self, phase: str, value: float) -> None:
+        """A probe reading (drain: in-flight work) for live observers."""
+        if self.current is not None:
+            self.current.detail["last_reading"] = value
+        self._emit("probe", {"phase": phase, "value": value})
+
     def finish(self, exit_code: int) -> None:
         if self.current is not None:
             self.end("service tree gone")

@@ -1,0 +1,219 @@
+#!/usr/bin/env python3
+"""An example service to run under gracerun, and the service the test suite starts.
+
+    python3 examples/app.py [--host H] [--port N] [--record FILE] [--drain-timeout S]
+
+HTTP/1.1 with keep-alive on the standard library. Once listening it prints one line,
+``ready port=<N>``, to stdout (``--port 0`` picks a free port).
+
+    GET /             hello from pid <pid>
+    GET /work?ms=N    sleeps N ms, then "done <N>": a slow request, for drain tests
+    GET /inflight     requests in progress, not counting this one
+    GET /healthz      ok
+    GET /stats        {"requests_total", "inflight", "consumer_running", "consumer_ticks"}
+
+Signals:
+    SIGUSR1           stop the background consumer, keep serving HTTP
+    SIGTERM, SIGINT   stop accepting connections, finish in-flight requests, exit 0
+    SIGHUP, SIGUSR2   recorded and otherwise ignored (for signal forwarding tests)
+
+``--record FILE`` appends ``signal <NAME>`` for each signal received and ``exit <code>``
+last, each line written as it happens. Logs go to stderr as ``app: ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import queue
+import signal
+import socket
+import sys
+import threading
+import time
+import urllib.parse
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+log = logging.getLogger("app")
+
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGHUP, signal.SIGUSR2)
+
+
+class Consumer:
+    """Stands in for a message-queue consumer: a thread that does a unit of work per tick."""
+
+    def __init__(self) -> None:
+        self.ticks = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="consumer", daemon=True)
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self.running:
+            self._stop.set()
+            self._thread.join()
+            log.info("consumer stopped")
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.1):
+            self.ticks += 1
+
+
+class Server(ThreadingHTTPServer):
+    """Counts the requests in progress, so that shutdown can wait for them."""
+
+    def __init__(self, address: tuple[str, int], consumer: Consumer) -> None:
+        self.address_family = socket.getaddrinfo(*address, type=socket.SOCK_STREAM)[0][0]
+        super().__init__(address, Handler)
+        self.consumer = consumer
+        self.stopping = False
+        self.inflight = 0
+        self.requests_total = 0
+        self._changed = threading.Condition()
+
+    @contextmanager
+    def track(self) -> Iterator[None]:
+        with self._changed:
+            self.inflight += 1
+            self.requests_total += 1
+        try:
+            yield
+        finally:
+            with self._changed:
+                self.inflight -= 1
+                self._changed.notify_all()
+
+    def drain(self, timeout: float) -> int:
+        """Wait up to ``timeout`` seconds for in-flight requests; return how many are left."""
+        with self._changed:
+            self._changed.wait_for(lambda: self.inflight == 0, timeout)
+            return self.inflight
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: Server
+
+    def do_GET(self) -> None:
+        with self.server.track():
+            url = urllib.parse.urlsplit(self.path)
+            status, body, content_type = self.route(url.path, urllib.parse.parse_qs(url.query))
+            data = body.encode()
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(data)))
+            if self.server.stopping:
+                self.send_header("Connection", "close")  # also ends this keep-alive loop
+            self.end_headers()
+            self.wfile.write(data)
+
+    def route(self, path: str, query: dict[str, list[str]]) -> tuple[int, str, str]:
+        text = "text/plain; charset=utf-8"
+        others = self.server.inflight - 1  # this request is in flight too
+        if path == "/":
+            return 200, f"hello from pid {os.getpid()}\n", text
+        if path == "/healthz":
+            return 200, "ok", text
+        if path == "/inflight":
+            return 200, str(others), text
+        if path == "/stats":
+            consumer = self.server.consumer
+            stats = {
+                "requests_total": self.server.requests_total,
+                "inflight": others,
+                "consumer_running": consumer.running,
+                "consumer_ticks": consumer.ticks,
+            }
+            return 200, json.dumps(stats) + "\n", "application/json"
+        if path == "/work":
+            ms = query.get("ms", ["0"])[0]
+            if not ms.isdigit() or int(ms) > 600_000:
+                return 400, "ms must be a whole number of milliseconds up to 600000\n", text
+            time.sleep(int(ms) / 1000)
+            return 200, f"done {int(ms)}\n", text
+        return 404, "not found\n", text
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        pass  # no access log: the tests read stderr
+
+    def log_message(self, format: str, *args: object) -> None:
+        log.info("%s: %s", self.address_string(), format % args)
+
+
+def record(path: str | None, line: str) -> None:
+    if path:
+        with open(path, "a") as f:  # closed at once, so written before anything else happens
+            f.write(line + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=os.environ.get("PORT", "8080"))
+    parser.add_argument("--record", metavar="FILE", help="append received signals and exit")
+    parser.add_argument("--drain-timeout", type=float, default=30.0, metavar="SECONDS")
+    args = parser.parse_args(argv)
+    logging.basicConfig(format="app: %(message)s", level=logging.INFO, stream=sys.stderr)
+
+    # Signal handlers only enqueue; the main thread does the work. Python runs handlers in
+    # the main thread between bytecodes, so a handler may interrupt code holding a lock:
+    # Event.set() or a Condition there can deadlock, and server.shutdown() from a handler
+    # waits for a loop that cannot finish. SimpleQueue.put() is documented as reentrant,
+    # and a blocked SimpleQueue.get() wakes to run the handler, but only if the kernel
+    # delivers the signal to the main thread. So every other thread is started with the
+    # signals blocked (threads inherit the mask), leaving the main thread the only taker.
+    signals: queue.SimpleQueue[int] = queue.SimpleQueue()
+    for sig in HANDLED_SIGNALS:
+        signal.signal(sig, lambda signum, _frame: signals.put(signum))
+
+    consumer = Consumer()
+    try:
+        server = Server((args.host, args.port), consumer)
+    except OSError as exc:
+        log.error("cannot listen on %s port %s: %s", args.host, args.port, exc)
+        record(args.record, "exit 1")
+        return 1
+    serving = threading.Thread(target=server.serve_forever, name="http")
+    signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
+    consumer.start()
+    serving.start()  # and, from it, every request thread
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
+    port = server.server_address[1]
+    log.info("listening on %s port %d, pid %d", args.host, port, os.getpid())
+    print(f"ready port={port}", flush=True)
+
+    while (signum := signals.get()) not in STOP_SIGNALS:
+        record(args.record, f"signal {signal.Signals(signum).name}")
+        if signum == signal.SIGUSR1:
+            consumer.stop()
+    record(args.record, f"signal {signal.Signals(signum).name}")
+
+    log.info("stopping")
+    server.stopping = True
+    server.shutdown()  # serve_forever() returns: no more accept()
+    server.server_close()  # the listening socket goes: new connections are refused
+    serving.join()
+    consumer.stop()
+    # Requests already read are finished, and answered with "Connection: close". Idle
+    # keep-alive connections are simply dropped at exit, which clients must expect anyway.
+    left = server.drain(args.drain_timeout)
+    log.info("stopped inflight=%d", left)
+    while not signals.empty():  # signals that arrived while draining
+        record(args.record, f"signal {signal.Signals(signals.get()).name}")
+    record(args.record, "exit 0")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""The subcommands beside running a service: check, prestop, report."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from gracerun import config
+from gracerun.errors import GracerunError, UsageError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def _grace_period(text: str) -> float:
+    from gracerun import values
+
+    try:
+        return values.duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def timeline_report(cfg: config.Config, grace_period: float | None) -> tuple[list[str], bool]:
+    """The planned shutdown timeline, worst case per phase, and whether it fits."""
+    sd = cfg.shutdown
+    grace = sd.effective_stop_grace
+    rows = cfg.plan.worst_cases()
+    lines = [f"{'phase':<12} {'worst case':>11} {'starts by':>10}  notes"]
+    at = 0.0
+    for phase, seconds in rows:
+        note = "" if seconds else "(not configured)"
+        lines.append(f"{phase:<12} {seconds:>10.3f}s {at:>9.3f}s  {note}")
+        at += seconds
+    lines.append(f"{'stop':<12} {grace:>10.3f}s {at:>9.3f}s  stop grace: the service's own "
+                 f"shutdown after its stop signal")
+    total = at + grace
+    lines.append(f"{'kill':<12} {'':>11} {sd.budget:>9.3f}s  SIGKILL to the whole tree")
+    lines.append("")
+    fits = True
+    if total <= sd.budget + 1e-9:
+        lines.append(f"fits: worst case {total:.3f}s within budget {sd.budget:.3f}s "
+                     f"({sd.budget - total:.3f}s spare)")
+    else:
+        fits = False
+        lines.append(f"DOES NOT FIT: worst case {total:.3f}s exceeds budget {sd.budget:.3f}s "
+                     f"by {total - sd.budget:.3f}s; pre-stop phases would be cut short so the "
+                     f"service keeps its {grace:.3f}s stop grace")
+    if grace_period is not None:
+        margin = grace_period - sd.budget
+        if margin >= 1.0:
+            lines.append(f"fits Kubernetes: budget {sd.budget:.3f}s within "
+                         f"terminationGracePeriodSeconds {grace_period:g} ({margin:.3f}s spare "
+                         f"for the final report)")
+        else:
+            fits = False
+            lines.append(f"DOES NOT FIT Kubernetes: budget {sd.budget:.3f}s needs "
+                         f"terminationGracePeriodSeconds of at least {sd.budget + 1:g} (1s "
+                         f"spare); with {grace_period:g} the kubelet SIGKILLs first and the "
+                         f"service may get only {max(0.0, grace_period - (total - grace)):.3f}s "
+                         f"after its stop signal")
+    return lines, fits
+
+
+def check(argv: list[str]) -> int:
+    parser = _Parser(prog="gracerun check",
+                     description="Validate a configuration and print the planned shutdown "
+                                 "timeline against the budget. Exit 0 when it fits, 1 when "
+                                 "not, 2 for an invalid configuration.")
+    parser.add_argument("-c", "--config", metavar="FILE")
+    parser.add_argument("--grace-period", type=_grace_period, metavar="SECONDS",
+                        help="Kubernetes terminationGracePeriodSeconds to check against")
+    ns = parser.parse_args(argv)
+    path = config.find_path(ns.config)
+    cfg = config.load(path)
+    lines, fits = timeline_report(cfg, ns.grace_period)
+    print(f"config: {path or '(built-in defaults)'}: valid")
+    for line in lines:
+        print(line)
+    return 0 if fits else 1
+
+
+def prestop(argv: list[str]) -> int:
+    from gracerun import control
+
+    parser = _Parser(prog="gracerun prestop",
+                     description="Kubernetes preStop hook: start the running gracerun's "
+                                 "shutdown and wait until it reaches the stop phase.")
+    parser.add_argument("-c", "--config", metavar="FILE")
+    parser.add_argument("--socket", metavar="PATH", help="control socket (default: "
+                        f"control.socket, ${control.SOCKET_ENV}, {control.DEFAULT_SOCKET})")
+    parser.add_argument("--timeout", type=_grace_period, default=None, metavar="DURATION",
+                        help="give up after this long (default: the budget + 5s)")
+    ns = parser.parse_args(argv)
+    path = ns.socket
+    cfg = None
+    if path is None:
+        cfg = config.load(config.find_path(ns.config))
+        path = control.default_path(cfg.control.socket, True)
+    assert path is not None
+    timeout = ns.timeout
+    if timeout is None:
+        if cfg is None:
+            cfg = config.load(config.find_path(ns.config))
+        timeout = cfg.shutdown.budget + 5.0
+    reply = control.request_prestop(path, timeout)
+    if reply != "stopping":
+        raise GracerunError(f"unexpected answer from gracerun at {path}: {reply!r}")
+    print("gracerun: shutdown reached the stop phase", file=sys.stderr)
+    return 0
+
+
+def report(argv: list[str]) -> int:
+    try:
+        from gracerun import report as report_module
+    except ImportError:
+        raise UsageError("report is not available in this build") from None
+    return int(report_module.main(argv))
+

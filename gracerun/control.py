@@ -1,0 +1,170 @@
+"""The local control socket behind `gracerun prestop` (a Kubernetes preStop hook).
+
+Kubernetes runs the preStop hook first and sends SIGTERM only when it returns,
+and the hook's time counts against the grace period.  So `gracerun prestop`
+asks the running gracerun to start the shutdown now and blocks until the
+pipeline reaches the stop phase; the SIGTERM that follows belongs to the same
+shutdown and is absorbed (supervisor.py).  The shutdown runs once, whichever
+trigger comes first, and a second preStop just waits alongside the first.
+
+Protocol: one line per connection.  The client sends "prestop\\n"; the server
+answers "stopping\\n" once the stop phase has begun (or at once if it has),
+then closes.  The socket is created with mode 0600: only its owner (the user
+gracerun runs as) may trigger a shutdown.  Works on both loops (add_reader).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from typing import Any
+
+from gracerun.errors import GracerunError, UsageError
+from gracerun.log import event
+from gracerun.supervisor import Supervisor
+
+DEFAULT_SOCKET = "/tmp/gracerun.sock"  # used when PID 1 and nothing is configured
+SOCKET_ENV = "GRACERUN_CONTROL_SOCKET"
+_MAX_CLIENTS = 16
+_MAX_REQUEST = 64
+
+
+def default_path(configured: str | None, pid1: bool) -> str | None:
+    if configured:
+        return configured
+    if os.environ.get(SOCKET_ENV):
+        return os.environ[SOCKET_ENV]
+    return DEFAULT_SOCKET if pid1 else None
+
+
+class ControlServer:
+    def __init__(self, sup: Supervisor, path: str) -> None:
+        self.sup = sup
+        self.path = path
+        self._sock: socket.socket | None = None
+        self._waiting: dict[int, socket.socket] = {}
+        self._buffers: dict[int, bytes] = {}
+        sup.timeline.listeners.append(self._on_timeline)
+
+    def open(self) -> None:
+        """Bind the socket (mode 0600), replacing a stale one left by a dead gracerun."""
+        if os.path.exists(self.path):
+            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                probe.connect(self.path)
+            except OSError:
+                os.unlink(self.path)  # nobody listens: stale
+            else:
+                probe.close()
+                raise UsageError(f"control.socket: {self.path} is in use by another gracerun")
+            finally:
+                probe.close()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old_umask = os.umask(0o177)
+        try:
+            sock.bind(self.path)
+        except OSError as exc:
+            sock.close()
+            raise UsageError(f"control.socket: cannot bind {self.path}: {exc.strerror}") from None
+        finally:
+            os.umask(old_umask)
+        sock.listen(_MAX_CLIENTS)
+        sock.setblocking(False)
+        self._sock = sock
+        self.sup.loop.add_reader(sock.fileno(), self._accept)
+        self.sup.on_finish.append(lambda _tl: self.close())
+
+    def close(self) -> None:
+        for fd, conn in list(self._waiting.items()):
+            self._reply(fd, conn)
+        if self._sock is not None:
+            self.sup.loop.remove_reader(self._sock.fileno())
+            self._sock.close()
+            self._sock = None
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass
+
+    def _accept(self) -> None:
+        assert self._sock is not None
+        for _ in range(_MAX_CLIENTS):
+            try:
+                conn, _ = self._sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            conn.setblocking(False)
+            self._buffers[conn.fileno()] = b""
+            self.sup.loop.add_reader(conn.fileno(), self._read, conn)
+
+    def _read(self, conn: socket.socket) -> None:
+        fd = conn.fileno()
+        try:
+            data = conn.recv(_MAX_REQUEST)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        buf = self._buffers.get(fd, b"") + data
+        if data and b"\n" not in buf and len(buf) < _MAX_REQUEST:
+            self._buffers[fd] = buf
+            return
+        self.sup.loop.remove_reader(fd)
+        self._buffers.pop(fd, None)
+        command = buf.split(b"\n", 1)[0].strip()
+        if command != b"prestop":
+            self._send(conn, b"error unknown command\n")
+            return
+        event(logging.INFO, "preStop hook received")
+        self.sup.begin_shutdown("preStop hook", from_prestop=True)
+        if self.sup.stopping or self.sup.exit_code is not None:
+            self._send(conn, b"stopping\n")
+        else:
+            self._waiting[fd] = conn
+
+    def _on_timeline(self, kind: str, record: Any) -> None:
+        if kind == "phase-start" and record.name in ("stop", "kill"):
+            for fd, conn in list(self._waiting.items()):
+                self._reply(fd, conn)
+
+    def _reply(self, fd: int, conn: socket.socket) -> None:
+        self._waiting.pop(fd, None)
+        self._send(conn, b"stopping\n")
+
+    @staticmethod
+    def _send(conn: socket.socket, data: bytes) -> None:
+        try:
+            conn.send(data)
+        except OSError:
+            pass
+        conn.close()
+
+
+def request_prestop(path: str, timeout: float) -> str:
+    """Client side: trigger the shutdown and wait for the stop phase."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(path)
+        sock.sendall(b"prestop\n")
+        reply = b""
+        for _ in range(16):
+            chunk = sock.recv(64)
+            if not chunk:
+                break
+            reply += chunk
+            if b"\n" in reply:
+                break
+    except FileNotFoundError:
+        raise GracerunError(f"no gracerun control socket at {path} (is gracerun running "
+                            f"with control.socket set?)") from None
+    except TimeoutError:
+        raise GracerunError(f"gracerun did not reach the stop phase within {timeout:g}s") \
+            from None
+    except OSError as exc:
+        raise GracerunError(f"cannot talk to gracerun at {path}: {exc.strerror or exc}") \
+            from None
+    finally:
+        sock.close()
+    return reply.decode(errors="replace").strip()

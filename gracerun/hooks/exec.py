@@ -1,0 +1,79 @@
+"""exec: run a command; its output goes to gracerun's log, line by line.
+
+The command is spawned through spawn.py (own process group, clean signals)
+and its exit status comes from the supervisor's single reaper, never from a
+waitpid of our own.  On timeout or cancellation its whole group is killed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+
+from gracerun.hooks import HookFailed
+from gracerun.log import event
+from gracerun.plan import ExecHook
+from gracerun.spawn import Redirect, spawn
+from gracerun.supervisor import Supervisor
+
+_MAX_LINE = 4096
+_MAX_LINES = 1000  # a chatty hook cannot flood the log
+
+
+async def _pump_output(fd: int, hook_name: str) -> None:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=_MAX_LINE * 4)
+    transport, _ = await loop.connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(fd, "rb", buffering=0))
+    try:
+        for _ in range(_MAX_LINES):
+            try:
+                line = await reader.readline()
+            except (ValueError, asyncio.LimitOverrunError):
+                continue
+            if not line:
+                return
+            text = line[:_MAX_LINE].decode(errors="replace").rstrip()
+            event(logging.INFO, "hook output", hook=hook_name, line=text)
+    finally:
+        transport.close()
+
+
+async def run(hook: ExecHook, sup: Supervisor) -> str:
+    loop = asyncio.get_running_loop()
+    out_r, out_w = os.pipe2(os.O_CLOEXEC)
+    devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    env = {**os.environ, **hook.env}
+    try:
+        pid = spawn(hook.command, env=env, cwd=hook.cwd,
+                    redirect=Redirect(stdin=devnull, stdout=out_w, stderr=out_w))
+    except Exception:
+        os.close(out_r)
+        raise
+    finally:
+        os.close(out_w)
+        os.close(devnull)
+    exited: asyncio.Future[int] = loop.create_future()
+
+    def on_exit(_pid: int, code: int) -> None:
+        if not exited.done():
+            exited.set_result(code)
+
+    sup.reaper.watch(pid, on_exit)
+    pump = asyncio.ensure_future(_pump_output(out_r, hook.name))
+    try:
+        code = await asyncio.shield(exited)
+    except asyncio.CancelledError:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        pump.cancel()
+        raise
+    await asyncio.wait([pump], timeout=1.0)  # output of a child that left the pipe open
+    pump.cancel()
+    if code != 0:
+        raise HookFailed(f"{hook.command[0]} exited with {code}")
+    return f"{hook.command[0]} exited 0"

@@ -1,0 +1,32 @@
+"""http: call a registry, load balancer or the service over HTTP, with retries."""
+
+from __future__ import annotations
+
+import asyncio
+
+from gracerun import httpclient
+from gracerun.hooks import HookFailed
+from gracerun.plan import HttpHook
+from gracerun.supervisor import Supervisor
+
+
+def _accepted(hook: HttpHook, status: int) -> bool:
+    return status in hook.expect_status if hook.expect_status else 200 <= status < 300
+
+
+async def run(hook: HttpHook, sup: Supervisor) -> str:
+    """Each attempt gets the hook's timeout; the caller bounds the whole run."""
+    last = ""
+    for attempt in range(hook.retries + 1):
+        if attempt:
+            await asyncio.sleep(hook.backoff * 2 ** (attempt - 1))
+        try:
+            resp = await httpclient.request(hook.method, hook.url, headers=hook.headers,
+                                            body=hook.body, timeout=hook.timeout)
+        except httpclient.HttpError as exc:
+            last = str(exc)
+            continue
+        if _accepted(hook, resp.status):
+            return f"HTTP {resp.status} after {attempt + 1} attempt(s)"
+        last = f"{hook.method} {hook.url}: unexpected status {resp.status} {resp.reason}"
+    raise HookFailed(f"{last} (after {hook.retries + 1} attempt(s))")

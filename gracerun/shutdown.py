@@ -1,0 +1,238 @@
+"""The shutdown sequence, phase by phase.
+
+    trigger (SIGTERM, preStop, or the service exiting on its own)
+      1. notify      tell the service to stop background work (MQ, schedulers)
+      2. deregister  take the instance out of registries and load balancers
+      3. propagate   wait until the world stopped sending (fixed, or adaptive)
+      4. drain       wait until in-flight work is zero
+      5. stop        send the stop signal, wait for the tree   (supervisor.py)
+      6. kill        SIGKILL the tree when the budget is spent  (supervisor.py)
+
+The supervisor arms the kill at the trigger, so phase 6 fires whatever phase
+is running; this coroutine only has to keep its own phases inside the budget
+minus the stop grace, so the service always gets its stop grace.  When the
+service exits by itself only deregister runs: the registry must not point at
+a dead instance, and there is nothing left to notify or drain.
+
+Each phase is logged and timed through the timeline; each ends for a reason:
+"done", "quiet", "drained", "timeout", "deadline", "service exited",
+"hook failed".  A second stop signal or the budget cancels this coroutine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from gracerun.config import Config
+from gracerun.errors import GracerunError
+from gracerun.hooks import runner
+from gracerun.log import event
+from gracerun.plan import DrainConfig, Hook, HookPhase, PropagateConfig
+from gracerun.probes import InFlight, ProbeError, TrafficCounter
+from gracerun.supervisor import Supervisor
+from gracerun.timeline import HookRecord
+
+_MAX_POLLS = 1_000_000  # every polling loop is also bounded by its deadline
+
+
+class _SkipToStop(Exception):
+    """A hook with on_failure = "stop" failed."""
+
+
+class Pipeline:
+    """The pre-stop phases (1-4) on asyncio; implements supervisor.PreStop."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.plan = cfg.plan
+        self._task: asyncio.Task[None] | None = None
+        self._exited = asyncio.Event()
+        self._sup: Supervisor | None = None
+
+    def start(self, sup: Supervisor, service_exited: bool) -> None:
+        self._sup = sup
+        if service_exited:
+            self._exited.set()
+        sup.on_service_exit.append(lambda _code: self._exited.set())
+        self._task = asyncio.ensure_future(self._run(sup, service_exited))
+
+    def cancel(self) -> None:
+        task = self._task
+        if task is not None and not task.done():
+            try:
+                current = asyncio.current_task()
+            except RuntimeError:
+                current = None
+            if current is not task:
+                task.cancel()
+
+    async def _run(self, sup: Supervisor, service_exited: bool) -> None:
+        loop = asyncio.get_running_loop()
+        # Pre-stop phases must end here, leaving the stop phase its grace.
+        deadline = loop.time() + sup.timeline.remaining() - self.cfg.shutdown.effective_stop_grace
+        reason = "pre-stop phases done"
+        try:
+            if not service_exited:
+                # 1. Tell the service to stop taking background work.
+                await self._hook_phase(sup, "notify", self.plan.notify, deadline)
+            # 2. Take the instance out of rotation (even when it already died).
+            await self._hook_phase(sup, "deregister", self.plan.deregister, deadline)
+            if not self._exited.is_set():
+                # 3. Wait until the rest of the world has noticed.
+                if self.plan.propagate is not None:
+                    await self._propagate(sup, self.plan.propagate, deadline)
+                # 4. Let in-flight work finish.
+                if self.plan.drain is not None and not self._exited.is_set():
+                    await self._drain(sup, self.plan.drain, deadline)
+        except _SkipToStop as exc:
+            reason = str(exc)
+        # 5. Stop: the supervisor sends the stop signal and waits for the tree.
+        sup.begin_stop(reason)
+
+    # ------------------------------------------------------------- hooks
+
+    async def _hook_phase(self, sup: Supervisor, name: str, phase: HookPhase,
+                          deadline: float) -> None:
+        if not phase.hooks:
+            return
+        loop = asyncio.get_running_loop()
+        sup.timeline.begin(name)
+        limit = deadline if phase.timeout is None else min(deadline, loop.time() + phase.timeout)
+        if phase.parallel:
+            outcomes = await asyncio.gather(*(self._run_hook(sup, name, h, limit)
+                                              for h in phase.hooks))
+        else:
+            outcomes = []
+            for hook in phase.hooks:
+                outcomes.append(await self._run_hook(sup, name, hook, limit))
+                if outcomes[-1] != "ok" and hook.on_failure == "stop":
+                    break
+        failed = [h.name for h, o in zip(phase.hooks, outcomes, strict=False) if o != "ok"]
+        stoppers = [h.name for h, o in zip(phase.hooks, outcomes, strict=False)
+                    if o != "ok" and h.on_failure == "stop"]
+        if failed:
+            sup.timeline.end("hook failed", failed=",".join(failed))
+        else:
+            sup.timeline.end("done")
+        if stoppers:
+            raise _SkipToStop(f"hook {stoppers[0]} failed (on_failure = stop)")
+
+    async def _run_hook(self, sup: Supervisor, phase: str, hook: Hook, limit: float) -> str:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        timeout = min(hook.worst_case(), limit - started)
+        outcome, detail = "ok", ""
+        if timeout <= 0:
+            outcome, detail = "timeout", "no time left in the budget"
+        else:
+            try:
+                detail = await asyncio.wait_for(runner(hook)(hook, sup), timeout)
+            except TimeoutError:
+                outcome, detail = "timeout", f"no result within {timeout:.3g}s"
+            except GracerunError as exc:
+                outcome, detail = "failed", str(exc)
+            except OSError as exc:
+                outcome, detail = "failed", f"{type(exc).__name__}: {exc}"
+        duration = loop.time() - started
+        sup.timeline.hook(HookRecord(phase=phase, name=hook.name, kind=hook.kind,
+                                     start=started - (sup.timeline.started_at or started),
+                                     duration=duration, outcome=outcome, detail=detail))
+        level = logging.INFO if outcome == "ok" else logging.WARNING
+        event(level, "hook", phase=phase, hook=hook.name, kind=hook.kind, outcome=outcome,
+              duration=duration, detail=detail)
+        return outcome
+
+    # ------------------------------------------------------------ waiting
+
+    async def _pause(self, seconds: float) -> bool:
+        """Wait up to `seconds`; True when the service exited meanwhile."""
+        if seconds > 0:
+            try:
+                await asyncio.wait_for(self._exited.wait(), seconds)
+            except TimeoutError:
+                pass
+        return self._exited.is_set()
+
+    async def _propagate(self, sup: Supervisor, cfg: PropagateConfig, deadline: float) -> None:
+        loop = asyncio.get_running_loop()
+        sup.timeline.begin("propagate")
+        start = loop.time()
+        if cfg.sleep is not None:
+            end = min(start + cfg.sleep, deadline)
+            exited = await self._pause(end - start)
+            reason = "service exited" if exited else (
+                "slept" if end == start + cfg.sleep else "deadline")
+            sup.timeline.end(reason)
+            return
+        probe = cfg.probe or (self.plan.drain.probe if self.plan.drain else None)
+        assert probe is not None  # config validation guarantees a probe
+        counter = TrafficCounter(probe)
+        hard_end = min(start + cfg.max, deadline)
+        last_value: float | None = None
+        last_change = start
+        reason, failures = "max reached", 0
+        for _ in range(_MAX_POLLS):
+            now = loop.time()
+            try:
+                value = await asyncio.wait_for(counter.read(), max(0.001, hard_end - now))
+            except (ProbeError, TimeoutError) as exc:
+                failures += 1
+                if failures == 1:
+                    event(logging.WARNING, "propagate probe failed; counting it as traffic",
+                          error=str(exc) or "timeout")
+                value = None
+            now = loop.time()
+            if value is None or value != last_value:
+                if last_value is not None or value is None:
+                    last_change = now
+                last_value = value
+            if now - start >= cfg.min and now - last_change >= cfg.quiet:
+                reason = "quiet"
+                break
+            if now >= hard_end:
+                reason = "deadline" if deadline < start + cfg.max else "max reached"
+                break
+            if await self._pause(min(cfg.interval, hard_end - now)):
+                reason = "service exited"
+                break
+        sup.timeline.end(reason, quiet_for=loop.time() - last_change)
+
+    async def _drain(self, sup: Supervisor, cfg: DrainConfig, deadline: float) -> None:
+        if cfg.probe is None:
+            return
+        loop = asyncio.get_running_loop()
+        sup.timeline.begin("drain")
+        start = loop.time()
+        end = min(start + cfg.timeout, deadline)
+        reader = InFlight(cfg.probe, sup)
+        reason, value, failures = "timeout", None, 0
+        for _ in range(_MAX_POLLS):
+            now = loop.time()
+            if now >= end:
+                reason = "timeout" if end < deadline else "deadline"
+                break
+            try:
+                value = await asyncio.wait_for(reader.read(), max(0.001, end - now))
+            except (ProbeError, TimeoutError) as exc:
+                failures += 1
+                if failures == 1:
+                    event(logging.WARNING, "drain probe failed; retrying",
+                          error=str(exc) or "timeout")
+                value = None
+            if value is not None:
+                sup.timeline.probe("drain", value)
+                if value <= 0:
+                    reason = "drained"
+                    break
+            if await self._pause(min(cfg.interval, max(0.0, end - loop.time()))):
+                reason = "service exited"
+                break
+        sup.timeline.end(reason, inflight=value if value is not None else -1)
+
+
+def make_pipeline(cfg: Config) -> Any:
+    """A Pipeline when the config has pre-stop phases, else None."""
+    return None if cfg.plan.empty else Pipeline(cfg)
+
