@@ -232,7 +232,13 @@ def string_table(env: Mapping[str, str] | None = None) -> Callable[[Any], dict[s
 
 
 def whole(low: int, high: int) -> Callable[[Any], int]:
+    """An integer in [low, high]; a string is accepted after ${VAR} expansion (ports)."""
+
     def parse(value: Any) -> int:
+        if isinstance(value, str) and "$" in value:
+            expanded = values.expand_env(value)
+            if expanded.strip().isdigit():
+                value = int(expanded)
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
             raise ValueError(f"expected a whole number from {low} to {high}, got "
                              f"{describe(value)}")
@@ -261,7 +267,7 @@ def _ports(r: Reader) -> tuple[int, ...]:
     port = r.get("port", whole(1, 65535), None)
     ports = r.get("ports", list_of(whole(1, 65535)), None)
     found = tuple(ports or ()) + ((port,) if port is not None else ())
-    if not found:
+    if not found and "port" not in r.data and "ports" not in r.data:
         r.error("", 'expected "port" or "ports"')
     return found
 
@@ -351,6 +357,8 @@ def _read_hook(r: Reader, index: int, env: Mapping[str, str] | None) -> Hook | N
             common["timeout"] = max(duration, 0.001)
         hook = SleepHook(duration=duration, **common)
     else:
+        if "timeout" not in r.data:
+            common["timeout"] = 1.0  # sending a signal is instant; don't book 5s for it
         if "signal" not in r.data:
             r.error("signal", 'missing; expected a signal name like "SIGUSR1"')
         hook = SignalHook(signal=r.get("signal", values.signal_number, 0),
