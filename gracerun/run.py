@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from gracerun import supervisor
 from gracerun.config import Config
+from gracerun.errors import UsageError
 from gracerun.log import event
 
 
@@ -27,8 +28,15 @@ def _wire(sup: supervisor.Supervisor) -> None:
     from gracerun import control
 
     path = control.default_path(cfg.control.socket, os.getpid() == 1)
-    if path is not None:
+    if path is None:
+        return
+    try:
         control.ControlServer(sup, path).open()
+    except UsageError as exc:
+        if cfg.control.socket:  # asked for explicitly: a start-up error
+            raise
+        # The implicit PID-1 default must never keep the service from starting.
+        event(logging.WARNING, "no control socket for 'gracerun prestop'", error=str(exc))
 
 
 def run(cfg: Config, command: Sequence[str]) -> int:
