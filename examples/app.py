@@ -8,7 +8,7 @@ HTTP/1.1 with keep-alive on the standard library. Once listening it prints one l
 
     GET /             hello from pid <pid>
     GET /work?ms=N    sleeps N ms, then "done <N>": a slow request, for drain tests
-    GET /inflight     requests in progress, not counting this one
+    GET /inflight     requests in progress (monitoring requests like this one not counted)
     GET /healthz      ok
     GET /stats        {"requests_total", "inflight", "consumer_running", "consumer_ticks"}
 
@@ -42,6 +42,9 @@ log = logging.getLogger("app")
 
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGHUP, signal.SIGUSR2)
+# Probes are not work: they are not counted in flight, so polling /inflight reads only the
+# real requests, and shutdown does not wait for a load balancer's health checks.
+MONITORING = {"/healthz", "/inflight", "/stats"}
 
 
 class Consumer:
@@ -83,15 +86,15 @@ class Server(ThreadingHTTPServer):
         self._changed = threading.Condition()
 
     @contextmanager
-    def track(self) -> Iterator[None]:
+    def track(self, in_flight: bool) -> Iterator[None]:
         with self._changed:
-            self.inflight += 1
             self.requests_total += 1
+            self.inflight += in_flight
         try:
             yield
         finally:
             with self._changed:
-                self.inflight -= 1
+                self.inflight -= in_flight
                 self._changed.notify_all()
 
     def drain(self, timeout: float) -> int:
@@ -106,8 +109,8 @@ class Handler(BaseHTTPRequestHandler):
     server: Server
 
     def do_GET(self) -> None:
-        with self.server.track():
-            url = urllib.parse.urlsplit(self.path)
+        url = urllib.parse.urlsplit(self.path)
+        with self.server.track(in_flight=url.path not in MONITORING):
             status, body, content_type = self.route(url.path, urllib.parse.parse_qs(url.query))
             data = body.encode()
             self.send_response(status)
@@ -120,18 +123,17 @@ class Handler(BaseHTTPRequestHandler):
 
     def route(self, path: str, query: dict[str, list[str]]) -> tuple[int, str, str]:
         text = "text/plain; charset=utf-8"
-        others = self.server.inflight - 1  # this request is in flight too
         if path == "/":
             return 200, f"hello from pid {os.getpid()}\n", text
         if path == "/healthz":
             return 200, "ok", text
         if path == "/inflight":
-            return 200, str(others), text
+            return 200, str(self.server.inflight), text
         if path == "/stats":
             consumer = self.server.consumer
             stats = {
                 "requests_total": self.server.requests_total,
-                "inflight": others,
+                "inflight": self.server.inflight,
                 "consumer_running": consumer.running,
                 "consumer_ticks": consumer.ticks,
             }

@@ -125,6 +125,8 @@ async def request(
     Raises HttpError for every expected failure; CancelledError passes through.
     """
     scheme, host, port, target = parse_url(url)
+    if not method or not set(method) <= _TCHARS:
+        raise HttpError(f"{_redact(url)}: bad method {method!r}")
     where = f"{method} {_redact(url)}"
     head = _request_head(method, scheme, host, port, target, headers, body, where)
     payload = head + (body or b"")
@@ -181,8 +183,6 @@ def _request_head(
     body: bytes | None,
     where: str,
 ) -> bytes:
-    if not method or not set(method) <= _TCHARS:
-        raise HttpError(f"{where}: bad method {method!r}")
     host_header = f"[{host}]" if ":" in host else host
     if port != _DEFAULT_PORTS[scheme]:
         host_header += f":{port}"
