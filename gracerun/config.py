@@ -14,13 +14,22 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from gracerun import values
 from gracerun.errors import ConfigError
-from gracerun.plan import ConnectionsProbe, Plan, Probe, read_plan, read_probe
+from gracerun.plan import (
+    ConnectionsProbe,
+    Plan,
+    Probe,
+    read_plan,
+    read_probe,
+    string_table,
+    text,
+    url,
+)
 from gracerun.validate import Reader, boolean, choice, describe, list_of, positive_duration
 
 DEFAULT_BUDGET = 30.0
@@ -263,6 +272,10 @@ def _read_shutdown(sd: Reader) -> ShutdownConfig:
     if stop_grace is not None and stop_grace > budget:
         sd.error("stop_grace", f"expected at most the budget ({budget:g}s), got {stop_grace:g}s")
     triggers = sd.get("triggers", list_of(values.signal_number), [signal.SIGTERM])
+    if not triggers and "triggers" in sd.data:
+        sd.error("triggers", 'expected at least one signal such as "SIGTERM": with none, '
+                             "nothing would start the shutdown")
+        triggers = [signal.SIGTERM]
     return ShutdownConfig(
         budget=budget,
         stop_signal=sd.get("stop_signal", values.signal_number, None),
@@ -275,19 +288,24 @@ def _listen_address(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError(f'expected "HOST:PORT" such as "127.0.0.1:9102", got {describe(value)}')
     _host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not (port.isascii() and port.isdigit()) or len(port) > 5 \
+            or not 0 < int(port) < 65536:
         raise ValueError(f'expected "HOST:PORT" such as "127.0.0.1:9102", got {value!r}')
     return value
 
 
-def _path(value: Any) -> str:
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"expected a file path, got {describe(value)}")
-    return values.expand_env(value)
+def _path(env: Mapping[str, str] | None) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        if not isinstance(value, str) or not value:
+            raise ValueError(f"expected a file path, got {describe(value)}")
+        return values.expand_env(value, env)
+
+    return parse
 
 
 def _read_observe(root: Reader, env: Mapping[str, str] | None) -> dict[str, Any]:
     sv = root.table("server")
+    sv.seen.add("ready_probe")
     ready_probe = None
     if "ready_probe" in sv.data:
         ready_probe = read_probe(sv.table("ready_probe"), env, ("http", "tcp"))
@@ -297,30 +315,25 @@ def _read_observe(root: Reader, env: Mapping[str, str] | None) -> dict[str, Any]
     sv.finish()
 
     st = root.table("state")
+    st.seen.add("pushgateway")
     push = None
     if "pushgateway" in st.data:
         pg = st.table("pushgateway")
         if "url" not in pg.data:
             pg.error("url", 'missing; expected the Pushgateway URL like "http://127.0.0.1:9091"')
-        push = PushgatewayConfig(url=pg.get("url", _path, ""),
-                                 job=pg.get("job", _path, "gracerun"),
-                                 grouping=pg.get("grouping", _string_table, {}),
+        push = PushgatewayConfig(url=pg.get("url", url(env), ""),
+                                 job=pg.get("job", text(env), "gracerun"),
+                                 grouping=pg.get("grouping", string_table(env), {}),
                                  timeout=pg.get("timeout", positive_duration, 2.0))
         pg.finish()
-    state = StateConfig(file=st.get("file", _path, None), textfile=st.get("textfile", _path, None),
-                        pushgateway=push)
+    state = StateConfig(file=st.get("file", _path(env), None),
+                        textfile=st.get("textfile", _path(env), None), pushgateway=push)
     st.finish()
 
     ct = root.table("control")
-    control = ControlConfig(socket=ct.get("socket", _path, None))
+    control = ControlConfig(socket=ct.get("socket", _path(env), None))
     ct.finish()
     return {"server": server, "state": state, "control": control}
-
-
-def _string_table(value: Any) -> dict[str, str]:
-    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
-        raise ValueError(f"expected a table of strings, got {describe(value)}")
-    return {k: values.expand_env(v) for k, v in value.items()}
 
 
 def build(data: Mapping[str, Any], *, source: str = "",
@@ -337,7 +350,8 @@ def build(data: Mapping[str, Any], *, source: str = "",
     observe = _read_observe(root, env)
     root.finish()
     prop = plan.propagate
-    if prop is not None and prop.sleep is None and prop.probe is None:
+    if prop is not None and prop.sleep is None and prop.probe is None \
+            and "probe" not in sd.data.get("propagate", {}):
         drain_probe = plan.drain.probe if plan.drain else None
         if not isinstance(drain_probe, ConnectionsProbe):
             problems.append("shutdown.propagate: an adaptive wait needs a probe: set "
@@ -353,7 +367,9 @@ def build(data: Mapping[str, Any], *, source: str = "",
 
 def find_path(explicit: str | None) -> str | None:
     """--config, else $GRACERUN_CONFIG, else ./gracerun.toml when it exists."""
-    if explicit:
+    if explicit is not None:
+        if not explicit:
+            raise ConfigError(["--config: expected a file path, got an empty string"])
         return explicit
     env = os.environ.get(CONFIG_ENV)
     if env:
@@ -377,6 +393,10 @@ def read_toml(path: str) -> dict[str, Any]:
         raise ConfigError([f"not valid UTF-8: {exc.reason}"], path) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"invalid TOML: {exc}"], path) from None
+    except RecursionError:
+        raise ConfigError(["invalid TOML: nested too deeply"], path) from None
+    except OSError as exc:
+        raise ConfigError([f"cannot read config file: {exc.strerror or exc}"], path) from None
 
 
 def merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:

@@ -69,7 +69,7 @@ class SleepHook(Hook):
     duration: float
 
     def worst_case(self) -> float:
-        return self.duration
+        return min(self.duration, self.timeout)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -196,7 +196,12 @@ def text(env: Mapping[str, str] | None = None) -> Callable[[Any], str]:
     def parse(value: Any) -> str:
         if not isinstance(value, str):
             raise ValueError(f"expected a string, got {describe(value)}")
-        return values.expand_env(value, env)
+        expanded = values.expand_env(value, env)
+        try:
+            expanded.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("expected text that is valid UTF-8") from None
+        return expanded
 
     return parse
 
@@ -209,7 +214,8 @@ def argv(env: Mapping[str, str] | None = None) -> Callable[[Any], tuple[str, ...
         if not isinstance(value, list) or not value:
             raise ValueError(f"expected a non-empty array of strings, got {describe(value)}")
         if not all(isinstance(v, str) for v in value):
-            raise ValueError("expected an array of strings, found a non-string element")
+            bad = next(v for v in value if not isinstance(v, str))
+            raise ValueError(f"expected an array of strings, found {describe(bad)}")
         if not value[0]:
             raise ValueError("expected a command name as the first element, got an empty string")
         return tuple(values.expand_env(v, env) for v in value)
@@ -231,13 +237,13 @@ def string_table(env: Mapping[str, str] | None = None) -> Callable[[Any], dict[s
     return parse
 
 
-def whole(low: int, high: int) -> Callable[[Any], int]:
+def whole(low: int, high: int, env: Mapping[str, str] | None = None) -> Callable[[Any], int]:
     """An integer in [low, high]; a string is accepted after ${VAR} expansion (ports)."""
 
     def parse(value: Any) -> int:
         if isinstance(value, str) and "$" in value:
-            expanded = values.expand_env(value)
-            if expanded.strip().isdigit():
+            expanded = values.expand_env(value, env).strip()
+            if expanded.isascii() and expanded.isdigit() and len(expanded) <= 6:
                 value = int(expanded)
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
             raise ValueError(f"expected a whole number from {low} to {high}, got "
@@ -247,14 +253,21 @@ def whole(low: int, high: int) -> Callable[[Any], int]:
     return parse
 
 
-def _url(env: Mapping[str, str] | None) -> Callable[[Any], str]:
+def url(env: Mapping[str, str] | None) -> Callable[[Any], str]:
+    """An http(s) URL the client can call, checked now rather than mid-shutdown."""
     expand = text(env)
 
     def parse(value: Any) -> str:
-        url = expand(value)
-        if not re.match(r"^https?://[^/\s]+", url):
-            raise ValueError(f'expected an http:// or https:// URL, got {url!r}')
-        return url
+        from gracerun.httpclient import HttpError, parse_url
+
+        expanded = expand(value)
+        try:
+            parse_url(expanded)
+        except HttpError as exc:
+            why = str(exc).rpartition("': ")[2]
+            raise ValueError(f"expected an http:// or https:// URL, got {expanded!r} "
+                             f"({why})") from None
+        return expanded
 
     return parse
 
@@ -263,9 +276,9 @@ def _statuses(value: Any) -> frozenset[int]:
     return frozenset(list_of(whole(100, 599))(value))
 
 
-def _ports(r: Reader) -> tuple[int, ...]:
-    port = r.get("port", whole(1, 65535), None)
-    ports = r.get("ports", list_of(whole(1, 65535)), None)
+def _ports(r: Reader, env: Mapping[str, str] | None) -> tuple[int, ...]:
+    port = r.get("port", whole(1, 65535, env), None)
+    ports = r.get("ports", list_of(whole(1, 65535, env)), None)
     found = tuple(ports or ()) + ((port,) if port is not None else ())
     if not found and "port" not in r.data and "ports" not in r.data:
         r.error("", 'expected "port" or "ports"')
@@ -285,13 +298,13 @@ def read_probe(r: Reader, env: Mapping[str, str] | None, kinds: tuple[str, ...] 
     timeout = r.get("timeout", positive_duration, 2.0)
     probe: Probe | None
     if kind == "connections":
-        probe = ConnectionsProbe(ports=_ports(r), idle=r.get("idle", values.duration, 1.0),
+        probe = ConnectionsProbe(ports=_ports(r, env), idle=r.get("idle", values.duration, 1.0),
                                  timeout=timeout)
     elif kind == "http":
-        url = r.get("url", _url(env), None)
-        if url is None and "url" not in r.data:
+        target = r.get("url", url(env), None)
+        if target is None and "url" not in r.data:
             r.error("url", "missing; expected the URL to GET")
-        probe = HttpProbe(url=url or "", timeout=timeout,
+        probe = HttpProbe(url=target or "", timeout=timeout,
                           value=r.get("value", choice("body", "status"), "body"),
                           field=r.get("field", text(env), None),
                           ok_status=r.get("ok_status", _statuses, frozenset({200})))
@@ -302,7 +315,7 @@ def read_probe(r: Reader, env: Mapping[str, str] | None, kinds: tuple[str, ...] 
         probe = ExecProbe(command=command or ("true",), timeout=timeout)
     else:
         probe = TcpProbe(host=r.get("host", text(env), "127.0.0.1"),
-                         port=r.get("port", whole(1, 65535), 0), timeout=timeout)
+                         port=r.get("port", whole(1, 65535, env), 0), timeout=timeout)
         if "port" not in r.data:
             r.error("port", "missing; expected the TCP port to connect to")
     r.finish()
@@ -319,7 +332,8 @@ def _read_hook(r: Reader, index: int, env: Mapping[str, str] | None) -> Hook | N
 
     def name_check(value: Any) -> str:
         if not isinstance(value, str) or not _NAME.match(value):
-            raise ValueError("expected a name of 1-64 letters, digits, '_', '-', '.', ':'")
+            raise ValueError("expected a name of 1-64 letters, digits, '_', '-', '.', ':', "
+                             f"got {describe(value)}")
         return value
 
     common: dict[str, Any] = {
@@ -339,11 +353,11 @@ def _read_hook(r: Reader, index: int, env: Mapping[str, str] | None) -> Hook | N
             r.error("url", "missing; expected the URL to call")
         body = r.get("body", text(env), None)
         hook = HttpHook(
-            url=r.get("url", _url(env), ""),
+            url=r.get("url", url(env), ""),
             method=r.get("method", lambda v: choice("GET", "POST", "PUT", "DELETE", "PATCH",
                                                     "HEAD")(str(v).upper()), "GET"),
             headers=r.get("headers", string_table(env), {}),
-            body=body.encode() if body is not None else None,
+            body=body.encode() if body is not None else None,  # expand_env checked UTF-8
             expect_status=r.get("expect_status", _statuses, frozenset()),
             retries=r.get("retries", whole(0, 10), 0),
             backoff=r.get("backoff", values.duration, 0.2),
@@ -394,7 +408,7 @@ def _read_hook_phase(r: Reader, env: Mapping[str, str] | None) -> HookPhase:
 
 def _read_propagate(r: Reader, env: Mapping[str, str] | None) -> PropagateConfig:
     sleep = r.get("sleep", values.duration, None)
-    adaptive = {k for k in ("quiet", "min", "max", "probe") if k in r.data}
+    adaptive = {k for k in ("quiet", "min", "max", "probe", "interval") if k in r.data}
     if sleep is not None and adaptive:
         r.error("sleep", f"expected either a fixed sleep or an adaptive wait "
                          f"({', '.join(sorted(adaptive))}), not both")
@@ -432,6 +446,7 @@ def _read_drain(r: Reader, env: Mapping[str, str] | None) -> DrainConfig:
 def read_plan(sd: Reader, env: Mapping[str, str] | None = None) -> Plan:
     """Read the phase tables of [shutdown] (the caller reads its scalar keys)."""
     phases: dict[str, Any] = {}
+    sd.seen.update((*HOOK_PHASES, "propagate", "drain"))  # known even when absent
     for name in HOOK_PHASES:
         phases[name] = _read_hook_phase(sd.table(name), env) if name in sd.data \
             else HookPhase()

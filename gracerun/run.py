@@ -21,6 +21,9 @@ def _wire(sup: supervisor.Supervisor) -> None:
     problem = cfg.budget_problem()
     if problem:
         event(logging.WARNING, problem)
+    from gracerun import observe
+
+    observe.setup(sup)  # metrics, endpoint, state file: imports only what is configured
     if not cfg.plan.empty:
         from gracerun.shutdown import Pipeline
 

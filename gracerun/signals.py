@@ -51,7 +51,9 @@ def parse(text: str | int, *, allow_zero: bool = False) -> int:
     Raises UsageError with the accepted forms.
     """
     raw = str(text).strip()
-    if raw.isdigit():
+    if raw.isascii() and raw.isdigit():
+        if len(raw) > 4:
+            raise UsageError(f"invalid signal number {raw[:20]!r}: expected 1-{signal.NSIG - 1}")
         num = int(raw)
         if num == 0 and allow_zero:
             return 0

@@ -6,10 +6,21 @@ Every problem is collected (not raised) so that one run reports them all.
 from __future__ import annotations
 
 import difflib
+import json
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from gracerun import values
+
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]*$")
+
+
+def _quote(key: str) -> str:
+    """A key as TOML would write it in a dotted path: quoted when not bare."""
+    if _BARE_KEY.match(key):
+        return key
+    return json.dumps(key, ensure_ascii=True)
 
 
 class Reader:
@@ -29,6 +40,7 @@ class Reader:
         self.data: dict[str, Any] = data
 
     def where(self, key: str) -> str:
+        key = _quote(key)
         full = f"{self.path}.{key}" if self.path and key else (self.path or key)
         return self.labels.get(full, full)
 
@@ -47,8 +59,8 @@ class Reader:
 
     def table(self, key: str) -> Reader:
         self.seen.add(key)
-        return Reader(self.data.get(key), f"{self.path}.{key}" if self.path else key,
-                       self.problems, self.labels)
+        path = f"{self.path}.{_quote(key)}" if self.path else _quote(key)
+        return Reader(self.data.get(key), path, self.problems, self.labels)
 
     def finish(self) -> None:
         known = sorted(self.seen)

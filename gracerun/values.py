@@ -26,7 +26,10 @@ def duration(value: object) -> float:
     if isinstance(value, bool):
         raise ValueError(f'expected a duration like "20s", got {value!r}')
     if isinstance(value, int | float):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:
+            raise ValueError(f"expected a duration of at most 7 days, got {value!r}") from None
     elif isinstance(value, str):
         text = value.strip().lower()
         pos, seconds = 0, 0.0
@@ -34,11 +37,13 @@ def duration(value: object) -> float:
             m = _DURATION_PART.match(text, pos)
             if m is None:
                 break
+            if len(m.group(1)) > 30:
+                break  # absurdly long numbers are rejected below, not converted
             seconds += float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
             pos = m.end()
         if not text or pos != len(text):
             try:
-                seconds = float(text)
+                seconds = float(text) if len(text) <= 30 else float("nan")
             except ValueError:
                 raise ValueError(
                     f'expected a duration like "250ms", "20s" or "1m30s", got {value!r}'
@@ -99,7 +104,12 @@ def expand_env(text: str, environ: Mapping[str, str] | None = None) -> str:
             return "$"
         var, default = m.group(1), m.group(2)
         if var in env and (env[var] != "" or default is None):
-            return env[var]
+            value = env[var]
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:  # os.environ keeps undecodable bytes as surrogates
+                raise ValueError(f"environment variable {var} is not valid UTF-8") from None
+            return value
         if default is not None:
             return default
         raise ValueError(f"environment variable {var} is not set (use ${{{var}:-default}})")

@@ -1,0 +1,257 @@
+"""The small HTTP endpoint: /metrics, /ready and /live, reads only.
+
+    GET /metrics   Prometheus text format, or OpenMetrics when Accept asks for it
+    GET /ready     200 while the service is up and accepting work; 503 before
+                   the ready probe (if any) first passed, and from the first
+                   moment of the shutdown on
+    GET /live      200 while gracerun runs
+    HEAD           the same without the body; any other method: 405
+
+It runs on the supervisor's asyncio loop (server.listen makes the run use one,
+see Config.needs_asyncio).  Why an asyncio.Protocol and not start_server's
+streams: a connection here is one short request, so a protocol needs no task
+per connection, and no task is left pending when gracerun stops the loop in
+the middle of a callback to exit; the header bound is a buffer length check
+and the connection timeout one timer.  One request per connection
+(`Connection: close`) keeps the parser to a page.
+
+/ready exists so that the load balancer stops sending work *before* the
+service is told to stop: readiness turns 503 on the shutdown-start event,
+which the timeline emits before any phase (and so before any signal) runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+from typing import TYPE_CHECKING, Any
+
+from gracerun.errors import UsageError
+from gracerun.log import event
+from gracerun.plan import HttpProbe, Probe, TcpProbe
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+    from gracerun.supervisor import Supervisor
+
+MAX_HEAD_BYTES = 8 * 1024  # request line and headers
+MAX_HEADER_LINES = 64
+CONNECTION_TIMEOUT = 10.0  # the whole connection, slow clients included
+MAX_CONNECTIONS = 64
+_END_OF_HEAD = re.compile(rb"\r?\n\r?\n")
+_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
+            431: "Request Header Fields Too Large", 500: "Internal Server Error",
+            503: "Service Unavailable"}
+
+
+def parse_listen(addr: str) -> tuple[str | None, int]:
+    """("127.0.0.1", 9102) for "127.0.0.1:9102"; "[::1]:80" -> "::1"; ":80" -> all (None)."""
+    host, _, port = addr.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host or None, int(port)
+
+
+class Server:
+    """The endpoint for one supervisor, serving one registry."""
+
+    def __init__(self, sup: Supervisor, registry: CollectorRegistry) -> None:
+        self.sup = sup
+        self.registry = registry
+        self.probe: Probe | None = sup.cfg.server.ready_probe
+        self.gate_passed = self.probe is None
+        self.shutting_down = False
+        self.connections: set[_Connection] = set()
+        self._server: Any = None
+        self._gate_task: asyncio.Task[None] | None = None
+        sup.timeline.listeners.append(self._on_timeline)
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self, listen: str) -> None:
+        """Bind and listen now (the loop is not running yet); UsageError when we cannot."""
+        loop = self.sup.loop
+        host, port = parse_listen(listen)
+        try:
+            self._server = loop.run_until_complete(
+                loop.create_server(lambda: _Connection(self), host, port, reuse_address=True))
+        except OSError as exc:
+            # asyncio wraps the bind error in a long message; the errno is the news.
+            # (A name that does not resolve has a negative errno and its own text.)
+            if exc.errno is not None and exc.errno > 0:
+                reason = os.strerror(exc.errno).lower()
+            else:
+                reason = exc.strerror or str(exc)
+            raise UsageError(f"server.listen: cannot listen on {listen}: {reason}") from None
+        if self.probe is not None:
+            self._gate_task = loop.create_task(self._gate(self.probe))
+        event(logging.DEBUG, "serving /metrics, /ready, /live", listen=listen)
+
+    def close(self) -> None:
+        """Stop listening and drop open connections (called last, as gracerun exits)."""
+        if self._gate_task is not None:
+            self._gate_task.cancel()
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self.connections):
+            conn.abort()
+
+    # ------------------------------------------------------------ readiness
+
+    @property
+    def ready(self) -> bool:
+        sup = self.sup
+        return (self.gate_passed and not self.shutting_down and sup.service_pid is not None
+                and sup.service_code is None)
+
+    def _on_timeline(self, name: str, record: Any) -> None:
+        if name == "shutdown-start":
+            self.shutting_down = True
+            if self._gate_task is not None:
+                self._gate_task.cancel()
+
+    async def _gate(self, probe: Probe) -> None:
+        """Poll the ready probe until it passes once; nothing wakes up after that."""
+        interval = self.sup.cfg.server.ready_interval
+        while not await _passes(probe):
+            await asyncio.sleep(interval)
+        self.gate_passed = True
+        event(logging.DEBUG, "ready probe passed", probe=probe.kind)
+
+    # ------------------------------------------------------------- requests
+
+    def respond(self, method: str, path: str, headers: dict[str, str]) -> bytes:
+        """The whole response to one parsed request."""
+        if path == "/metrics":
+            return self._metrics(method, headers.get("accept", ""))
+        if path == "/ready":
+            ok = self.ready
+            return _response(method, 200 if ok else 503, b"ready\n" if ok else b"not ready\n")
+        if path == "/live":
+            return _response(method, 200, b"live\n")
+        return _response(method, 404, b"not found\n")
+
+    def _metrics(self, method: str, accept: str) -> bytes:
+        from prometheus_client.exposition import choose_encoder
+
+        encoder, content_type = choose_encoder(accept)
+        try:
+            body = encoder(self.registry)
+        except Exception as exc:  # a collector bug must not take the endpoint down
+            event(logging.WARNING, "cannot render metrics", error=repr(exc))
+            return _response(method, 500, b"cannot render metrics\n")
+        return _response(method, 200, body, content_type)
+
+
+async def _passes(probe: Probe) -> bool:
+    """The ready gate: a tcp probe passes when it connects, an http one on an ok status."""
+    if isinstance(probe, TcpProbe):
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(probe.host, probe.port),
+                                               probe.timeout)
+        except (OSError, TimeoutError):
+            return False
+        writer.close()
+        return True
+    if isinstance(probe, HttpProbe):
+        from gracerun import httpclient
+
+        try:
+            resp = await httpclient.request("GET", probe.url, timeout=probe.timeout)
+        except (httpclient.HttpError, OSError):
+            return False
+        return resp.status in probe.ok_status
+    return True  # config.py admits only tcp and http here
+
+
+def _response(method: str, status: int, body: bytes,
+              content_type: str = "text/plain; charset=utf-8",
+              extra: str = "") -> bytes:
+    head = (f"HTTP/1.1 {status} {_REASONS[status]}\r\n"
+            f"Content-Type: {content_type}\r\n"
+            f"Content-Length: {len(body)}\r\n"
+            f"Cache-Control: no-store\r\n{extra}"
+            "Connection: close\r\n\r\n").encode("latin-1")
+    return head if method == "HEAD" else head + body
+
+
+def parse_head(head: bytes) -> tuple[str, str, dict[str, str]] | int:
+    """(method, path, headers) from a request head, or the status to refuse it with."""
+    lines = head.decode("latin-1").split("\n")
+    if len(lines) > MAX_HEADER_LINES:
+        return 431
+    parts = lines[0].rstrip("\r").split(" ")
+    if len(parts) != 3 or not parts[2].startswith("HTTP/1.") or not parts[0].isalpha():
+        return 400
+    method, target, _ = parts
+    if target.startswith(("http://", "https://")):  # absolute form: keep the path
+        target = "/" + target.split("/", 3)[3] if target.count("/") >= 3 else "/"
+    if not target.startswith("/"):
+        return 400
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, colon, value = line.rstrip("\r").partition(":")
+        if not colon or not name or name != name.strip():
+            return 400
+        headers[name.lower()] = value.strip()
+    if method not in ("GET", "HEAD"):
+        return 405
+    return method, target.partition("?")[0], headers
+
+
+class _Connection(asyncio.Protocol):
+    """One client: read one request head, answer, close."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.buf = bytearray()
+        self.transport: Any = None  # asyncio's or uvloop's transport (not a subclass)
+        self.timer: asyncio.TimerHandle | None = None
+        self.answered = False
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        if len(self.server.connections) >= MAX_CONNECTIONS:
+            transport.abort()
+            return
+        self.server.connections.add(self)
+        loop = asyncio.get_running_loop()
+        self.timer = loop.call_later(CONNECTION_TIMEOUT, self.abort)
+
+    def data_received(self, data: bytes) -> None:
+        if self.answered:
+            return  # one request per connection; anything after it is ignored
+        self.buf += data
+        end = _END_OF_HEAD.search(self.buf)
+        if end is None:
+            if len(self.buf) > MAX_HEAD_BYTES:
+                self._answer(_response("GET", 431, b"request head too large\n"))
+            return
+        if end.start() > MAX_HEAD_BYTES:
+            self._answer(_response("GET", 431, b"request head too large\n"))
+            return
+        parsed = parse_head(bytes(self.buf[:end.start()]))
+        if isinstance(parsed, int):
+            allow = "Allow: GET, HEAD\r\n" if parsed == 405 else ""
+            body = b"only GET and HEAD\n" if parsed == 405 else b"bad request\n"
+            self._answer(_response("GET", parsed, body, extra=allow))
+            return
+        method, path, headers = parsed
+        self._answer(self.server.respond(method, path, headers))
+
+    def _answer(self, response: bytes) -> None:
+        self.answered = True
+        self.transport.write(response)
+        self.transport.close()  # after the write is flushed
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.server.connections.discard(self)
