@@ -34,7 +34,8 @@ from gracerun.probes import InFlight, ProbeError, TrafficCounter
 from gracerun.supervisor import Supervisor
 from gracerun.timeline import HookRecord
 
-_MAX_POLLS = 1_000_000  # every polling loop is also bounded by its deadline
+_MAX_POLLS = 1_000_000
+_HOOK_SLACK = 0.1  # every polling loop is also bounded by its deadline
 
 
 class _SkipToStop(Exception):
@@ -122,7 +123,9 @@ class Pipeline:
     async def _run_hook(self, sup: Supervisor, phase: str, hook: Hook, limit: float) -> str:
         loop = asyncio.get_running_loop()
         started = loop.time()
-        timeout = min(hook.worst_case(), limit - started)
+        # A little slack over the hook's own worst case, so that a sleep hook
+        # (whose worst case is its duration) is not cut at its own last instant.
+        timeout = min(hook.worst_case() + _HOOK_SLACK, limit - started)
         outcome, detail = "ok", ""
         if timeout <= 0:
             outcome, detail = "timeout", "no time left in the budget"
