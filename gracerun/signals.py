@@ -31,10 +31,14 @@ from typing import Any
 
 from gracerun.errors import UsageError
 
-# Every catchable signal gracerun receives is forwarded, except these.
+# Every catchable signal gracerun receives is forwarded, real-time ones
+# included (left at their default they would kill gracerun when it is not
+# PID 1, and be dropped when it is), except these.
 NOT_FORWARDED = frozenset({signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD,
                            signal.SIGTTIN, signal.SIGTTOU})
-HANDLED = (*(s for s in range(1, 32) if s not in NOT_FORWARDED), signal.SIGCHLD)
+# 1-31 and the real-time signals (34-64; glibc keeps 32 and 33 for itself).
+HANDLED = (*(s for s in sorted(signal.valid_signals()) if s not in NOT_FORWARDED),
+           signal.SIGCHLD)
 
 
 def name(signum: int) -> str:

@@ -4,17 +4,26 @@ an empty signal mask, and (with a terminal) the terminal's foreground.
 The exit status is never collected here: the reaper is the only caller of
 waitpid, so this module only returns PIDs (see reaper.py for why).
 
-Two launch paths:
-- `os.posix_spawnp` (vfork + exec in glibc) is the fast default.  It resets
-  every catchable signal to its default action (Python ignores SIGPIPE and
-  SIGXFSZ, and we install handlers for the rest) and clears the mask, and it
-  reports exec errors (ENOENT, EACCES, ENOEXEC) synchronously as OSError.
-- fork + exec, only when posix_spawn cannot do what is asked: a working
-  directory (no chdir file action in Python's posix_spawn) or taking the
-  terminal's foreground, which must happen in the child between setpgid and
-  exec, or the service could read from the terminal while still in the
-  background and be stopped by SIGTTIN.  Exec errors come back through a
-  close-on-exec pipe, as in subprocess.
+Why fork + exec and not posix_spawn.  posix_spawn (vfork + exec in glibc) is
+faster, but it cannot hand the child a clean signal state: glibc sets its two
+internal signals (32 and 33) to SIG_IGN in the spawned child and refuses to
+put them in `setsigdef`, and exec keeps SIG_IGN, so every service would start
+with them ignored (tini, dumb-init and catatonit fork, and leave none).  It
+also cannot chdir or take the terminal's foreground between setpgid and exec.
+So the child is forked, and before exec it:
+
+    setpgid(0, 0)                 its own process group
+    tcsetpgrp(tty, its group)     with a terminal: the foreground (SIGTTOU is
+                                  still ignored, inherited from gracerun)
+    dup2 / chdir                  redirections and working directory
+    SIG_DFL for every signal      handlers become SIG_DFL at exec anyway; this
+                                  undoes SIG_IGN, which exec would keep
+    empty signal mask             gracerun blocks everything around the fork
+
+All signals are blocked in gracerun across the fork, so no Python handler can
+run in the child (it would write to gracerun's own wakeup socket).  Exec
+errors come back through a close-on-exec pipe, as in subprocess.  The cost is
+about a millisecond per launch, paid once for the service.
 """
 
 from __future__ import annotations
@@ -27,11 +36,12 @@ from dataclasses import dataclass
 
 from gracerun.errors import LaunchError
 
-# Every signal a process can catch or ignore.  SIGKILL and SIGSTOP cannot be
-# changed; 32 and 33 belong to glibc's threading internals.
-RESETTABLE_SIGNALS = frozenset(
-    s for s in range(1, signal.NSIG) if s not in (signal.SIGKILL, signal.SIGSTOP, 32, 33)
+# Every signal whose disposition can be changed (Python refuses glibc's
+# internal 32 and 33, which fork + exec leave at their default anyway).
+RESETTABLE_SIGNALS = tuple(
+    s for s in sorted(signal.valid_signals()) if s not in (signal.SIGKILL, signal.SIGSTOP)
 )
+_ALL_SIGNALS = signal.valid_signals()
 
 
 @dataclass(frozen=True)
@@ -60,100 +70,95 @@ def spawn(
     """
     if not argv:
         raise LaunchError("no command given", 2)
+    command = list(argv)
     environ = dict(os.environ if env is None else env)
-    if cwd is None and tty_fd is None:
-        return _posix_spawn(argv, environ, new_group, redirect)
-    return _fork_exec(argv, environ, cwd, new_group, tty_fd, redirect)
-
-
-def _posix_spawn(
-    argv: Sequence[str], env: dict[str, str], new_group: bool, redirect: Redirect
-) -> int:
-    actions = [
-        (os.POSIX_SPAWN_DUP2, fd, target)
-        for fd, target in ((redirect.stdin, 0), (redirect.stdout, 1), (redirect.stderr, 2))
-        if fd is not None
-    ]
-    group: dict[str, int] = {"setpgroup": 0} if new_group else {}
-    try:
-        return os.posix_spawnp(
-            argv[0],
-            list(argv),
-            env,
-            file_actions=actions or None,
-            setsigmask=(),
-            setsigdef=RESETTABLE_SIGNALS,
-            **group,  # type: ignore[arg-type]
-        )
-    except OSError as exc:
-        raise _launch_error(argv[0], exc.errno or 0) from None
-
-
-def _fork_exec(
-    argv: Sequence[str],
-    env: dict[str, str],
-    cwd: str | None,
-    new_group: bool,
-    tty_fd: int | None,
-    redirect: Redirect,
-) -> int:
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
-    pid = os.fork()
-    if pid == 0:  # child: no Python-level locks, no logging, only syscalls until exec
-        try:
-            os.close(err_r)
-            if new_group:
-                os.setpgid(0, 0)
-                if tty_fd is not None:
-                    # SIGTTOU is still ignored here (inherited from gracerun),
-                    # so a background group may take the foreground.
-                    try:
-                        os.tcsetpgrp(tty_fd, os.getpgrp())
-                    except OSError:
-                        pass  # not our controlling terminal: carry on without job control
-            for fd, target in ((redirect.stdin, 0), (redirect.stdout, 1), (redirect.stderr, 2)):
-                if fd is not None:
-                    os.dup2(fd, target)
-            if cwd is not None:
-                os.chdir(cwd)
-            for signum in RESETTABLE_SIGNALS:
-                try:
-                    signal.signal(signum, signal.SIG_DFL)
-                except (OSError, ValueError):
-                    pass
-            signal.pthread_sigmask(signal.SIG_SETMASK, ())
-            os.execvpe(argv[0], list(argv), env)
-        except OSError as exc:
-            code = exc.errno or errno.EINVAL
-            os.write(err_w, code.to_bytes(4, "little") + (b"C" if cwd and code == errno.ENOENT
-                                                          and not os.path.isdir(cwd) else b"E"))
-        finally:
-            os._exit(127)
+    pid = -1
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _ALL_SIGNALS)
+    try:
+        pid = os.fork()
+        if pid == 0:
+            _child(command, environ, cwd, new_group, tty_fd, redirect, err_w)  # never returns
+    finally:
+        if pid != 0:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
     os.close(err_w)
     try:
-        data = b""
-        for _ in range(8):  # EOF arrives when exec succeeds (CLOEXEC) or the child exits
-            chunk = os.read(err_r, 5 - len(data))
-            if not chunk:
-                break
-            data += chunk
-            if len(data) == 5:
-                break
+        report = _read_report(err_r)
     finally:
         os.close(err_r)
-    if not data:
+    if not report:
         return pid
-    # The child failed before exec and exits 127 at once; the reaper collects it.
-    code = int.from_bytes(data[:4], "little")
-    if data[4:5] == b"C":
+    # The child failed before exec and has exited 127; the reaper collects it.
+    code, stage = int.from_bytes(report[:4], "little"), report[4:5]
+    if stage == b"C":
         raise LaunchError(f"cannot change to working directory {cwd!r}: {os.strerror(code)}", 126)
-    raise _launch_error(argv[0], code)
+    raise _launch_error(command[0], code, environ)
 
 
-def _launch_error(command: str, err: int) -> LaunchError:
+def _child(argv: list[str], env: dict[str, str], cwd: str | None, new_group: bool,
+           tty_fd: int | None, redirect: Redirect, err_w: int) -> None:
+    """In the forked child: only syscalls until exec; no logging, no imports."""
+    stage = b"E"
+    try:
+        if new_group:
+            os.setpgid(0, 0)
+            if tty_fd is not None:
+                try:
+                    os.tcsetpgrp(tty_fd, os.getpgrp())
+                except OSError:
+                    pass  # not our controlling terminal: carry on without job control
+        for fd, target in ((redirect.stdin, 0), (redirect.stdout, 1), (redirect.stderr, 2)):
+            if fd is not None:
+                os.dup2(fd, target)
+        if cwd is not None:
+            stage = b"C"
+            os.chdir(cwd)
+            stage = b"E"
+        for signum in RESETTABLE_SIGNALS:
+            try:
+                signal.signal(signum, signal.SIG_DFL)
+            except (OSError, ValueError):
+                pass
+        signal.set_wakeup_fd(-1)
+        signal.pthread_sigmask(signal.SIG_SETMASK, ())
+        os.execvpe(argv[0], argv, env)
+    except OSError as exc:
+        os.write(err_w, (exc.errno or errno.EINVAL).to_bytes(4, "little") + stage)
+    finally:
+        os._exit(127)
+
+
+def _read_report(fd: int) -> bytes:
+    """The child's 5-byte failure report; b"" when exec succeeded (EOF via CLOEXEC)."""
+    data = b""
+    for _ in range(8):
+        try:
+            chunk = os.read(fd, 5 - len(data))
+        except InterruptedError:
+            continue
+        if not chunk:
+            break
+        data += chunk
+        if len(data) == 5:
+            break
+    return data
+
+
+def _launch_error(command: str, err: int, env: Mapping[str, str]) -> LaunchError:
     reason = os.strerror(err) if err else "unknown error"
     if err == errno.ENOENT:
+        if _find(command, env):
+            return LaunchError(f"cannot run {command!r}: the file exists but its interpreter "
+                               f"(#! line) was not found", 127)
         return LaunchError(f"cannot run {command!r}: command not found", 127)
     if err in (errno.EACCES, errno.EPERM, errno.ENOEXEC, errno.EISDIR):
         return LaunchError(f"cannot run {command!r}: {reason} (not executable)", 126)
     return LaunchError(f"cannot run {command!r}: {reason}", 126)
+
+
+def _find(command: str, env: Mapping[str, str]) -> bool:
+    if "/" in command:
+        return os.path.isfile(command)
+    path = env.get("PATH", os.defpath)
+    return any(os.path.isfile(os.path.join(d or ".", command)) for d in path.split(os.pathsep))

@@ -1,0 +1,277 @@
+"""Signals: a clean start for the service, forwarding, group mode, rewriting, the stop signal.
+
+Absence is never asserted by sleeping.  To show that signal X did not reach a
+process, the test then sends a signal with a higher number that does arrive:
+a sender forwards in the order it receives, the kernel delivers a process's
+pending standard signals lowest number first, and Python runs handlers in
+that order too, so a forwarded X would always be recorded before the proof.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+from helpers import (
+    MODES,
+    Launcher,
+    Proc,
+    Stat,
+    children,
+    gracerun,
+    prog,
+    signame,
+    start_gracerun,
+    stat,
+    status,
+    wait_for,
+)
+
+pytestmark = pytest.mark.timeout(60)
+
+NOT_FORWARDED = {signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD, signal.SIGTTIN, signal.SIGTTOU}
+# Every catchable signal but the stop trigger, which is tested on its own.
+FORWARDED = [s for s in range(1, 32) if s not in NOT_FORWARDED | {signal.SIGTERM}]
+
+
+def recorder(*args: object) -> list[str]:
+    return prog("sigrecorder.py", *args)
+
+
+def ready(proc: Proc) -> dict[str, list[int]]:
+    """Wait for the recorder's ready line; return its pids by role."""
+    m = proc.expect(r"^ready pid=(\d+) pgid=\d+ workers=([\d,]*) daemon=([\d,]*)")
+    return {"main": [int(m.group(1))],
+            "workers": [int(p) for p in m.group(2).split(",") if p],
+            "daemon": [int(p) for p in m.group(3).split(",") if p]}
+
+
+def lines_for(proc: Proc, sig: int, role: str = "main") -> int:
+    return len(proc.out.matching(f"^signal {signame(sig)} role={role} "))
+
+
+def prove_absent(proc: Proc, *absent: int, proof: int = signal.SIGWINCH) -> None:
+    """Send `proof` to gracerun, wait until the service records it, then check that
+    none of the `absent` signals was ever recorded (see the module docstring)."""
+    assert all(proof > sig for sig in absent), "the proof signal must have the higher number"
+    before = lines_for(proc, proof)
+    proc.send(proof)
+    proc.expect(f"^signal {signame(proof)} role=main ", count=before + 1)
+    for sig in absent:
+        assert lines_for(proc, sig) == 0, f"{signame(sig)} reached the service"
+
+
+# ---------------------------------------------------------------- clean start
+
+
+GLIBC_INTERNAL = (1 << 31) | (1 << 32)  # SigIgn bits of signals 32 and 33
+# gracerun launches by fork + exec with and without a terminal (see spawn.py for
+# why not posix_spawn: glibc's leaves signals 32 and 33 ignored in the child).
+LAUNCH_PATHS = [pytest.param(False, id="no-tty"), pytest.param(True, id="tty")]
+
+
+def start_sleep_service(launcher: Launcher, tty: bool) -> tuple[Proc, Stat]:
+    """exec gracerun from a parent that leaves signals ignored (HUP, INT, PIPE, XFSZ,
+    USR2, RTMIN+2) and blocked (USR1, ALRM, RTMIN+1) (launch.py --dirty), running
+    `sleep`, which changes no signal state of its own.  With a terminal as stdin
+    (launch.py --ctty) gracerun also hands the terminal's foreground to the service.
+    Returns gracerun and its child once the child has exec'd sleep."""
+    launch = ["--ctty", "--dirty"] if tty else ["--dirty"]
+    proc = launcher.start(prog("launch.py", *launch, "--", *gracerun(cmd=["sleep", "1000"])),
+                          tty=tty)
+    child = wait_for(lambda: [c for c in children(proc.pid) if c.comm == "sleep"],
+                     what="gracerun's child to exec sleep")[0]
+    return proc, child
+
+
+@pytest.mark.parametrize("tty", LAUNCH_PATHS)
+def test_service_starts_clean(launcher: Launcher, tty: bool) -> None:
+    """Steps:
+    1. start gracerun with a dirty signal state, running sleep (start_sleep_service);
+    2. /proc/<sleep>/status: nothing blocked or caught, and nothing ignored among
+       the signals an application uses (1-31, 34-64): neither Python's own
+       SIGPIPE/SIGXFSZ ignores nor what gracerun inherited leaked through
+       (32 and 33, glibc's internal signals, are checked on their own below);
+    3. sleep leads its own process group, not gracerun's;
+    4. gracerun itself ignores SIGTTIN/SIGTTOU;
+    5. SIGTERM to gracerun stops it: 143.
+    """
+    proc, child = start_sleep_service(launcher, tty)
+    fields = status(child.pid)
+    assert int(fields["SigBlk"], 16) == 0, fields["SigBlk"]
+    assert int(fields["SigCgt"], 16) == 0, fields["SigCgt"]
+    assert int(fields["SigIgn"], 16) & ~GLIBC_INTERNAL == 0, fields["SigIgn"]
+    gracerun_stat = stat(proc.pid)
+    assert gracerun_stat is not None
+    assert child.pgid == child.pid
+    assert child.pgid != gracerun_stat.pgid
+    ignored = int(status(proc.pid)["SigIgn"], 16)
+    assert ignored & (1 << (signal.SIGTTIN - 1)) and ignored & (1 << (signal.SIGTTOU - 1))
+    proc.send(signal.SIGTERM)
+    assert proc.wait() == 143
+
+
+@pytest.mark.parametrize("tty", LAUNCH_PATHS)
+def test_service_inherits_no_ignored_signal_at_all(launcher: Launcher, tty: bool) -> None:
+    """Steps: as above; SigIgn of the service is entirely zero, signals 32 and 33
+    included (tini and dumb-init manage this: their services show SigIgn 0)."""
+    proc, child = start_sleep_service(launcher, tty)
+    assert int(status(child.pid)["SigIgn"], 16) == 0, status(child.pid)["SigIgn"]
+    proc.send(signal.SIGTERM)
+    assert proc.wait() == 143
+
+
+# ----------------------------------------------------------------- forwarding
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("group", [False, True], ids=["child", "group"])
+def test_every_catchable_signal_is_forwarded(launcher: Launcher, group: bool, mode: str) -> None:
+    """Steps: run the recorder (gracerun as a subreaper, or as PID 1 of a PID
+    namespace, where the kernel drops signals PID 1 does not handle); for each
+    signal 1-31 except KILL, STOP, CHLD, TTIN, TTOU and TERM: send it to
+    gracerun, wait for the service's line; then SIGTERM (the stop trigger) is
+    forwarded as the stop signal: the service dies of it, 143."""
+    opts = ["-g"] if group else []
+    proc, pid = start_gracerun(launcher, mode, gracerun(*opts, cmd=recorder("--exit-on", "TERM")))
+    ready(proc)
+    for sig in FORWARDED:
+        os.kill(pid, sig)
+        proc.expect(f"^signal {signame(sig)} role=main ")
+    os.kill(pid, signal.SIGTERM)
+    proc.expect("^signal SIGTERM role=main ")
+    assert proc.wait() == 143
+
+
+def test_chld_ttin_ttou_are_not_forwarded(launcher: Launcher) -> None:
+    """Steps: send SIGCHLD, SIGTTIN, SIGTTOU to gracerun; prove with SIGWINCH that
+    none reached the service; gracerun is not stopped; SIGTERM ends it."""
+    proc = launcher.start(gracerun(cmd=recorder("--exit-on", "TERM")))
+    ready(proc)
+    for sig in (signal.SIGCHLD, signal.SIGTTIN, signal.SIGTTOU):
+        proc.send(sig)
+    prove_absent(proc, signal.SIGCHLD, signal.SIGTTIN, signal.SIGTTOU)
+    st = stat(proc.pid)
+    assert st is not None and st.state not in "Tt"
+    proc.send(signal.SIGTERM)
+    assert proc.wait() == 143
+
+
+# ----------------------------------------------------------------- group mode
+
+
+def test_group_mode_signals_the_whole_group(launcher: Launcher) -> None:
+    """Steps: the service starts 2 workers in its process group; with -g, SIGUSR1
+    sent to gracerun is recorded by the service and both workers; SIGTERM stops
+    all three (the stop signal goes to the group too): 143, nothing left."""
+    proc = launcher.start(gracerun("-g", cmd=recorder("--workers", 2, "--exit-on", "TERM")))
+    pids = ready(proc)
+    main = pids["main"][0]
+    assert {stat(w).pgid for w in pids["workers"]} == {main}  # type: ignore[union-attr]
+    proc.send(signal.SIGUSR1)
+    for role in ("main", "worker1", "worker2"):
+        proc.expect(f"^signal SIGUSR1 role={role} ")
+    proc.send(signal.SIGTERM)
+    for role in ("main", "worker1", "worker2"):
+        proc.expect(f"^signal SIGTERM role={role} ")
+    assert proc.wait() == 143
+
+
+def test_child_only_by_default(launcher: Launcher) -> None:
+    """Steps:
+    1. the service starts 2 workers in its process group;
+    2. without -g, SIGUSR1 to gracerun is recorded by the service;
+    3. SIGUSR2 sent straight to each worker is recorded with no SIGUSR1 before it:
+       the workers never got SIGUSR1 (gracerun had already signalled when the
+       service printed, and USR1 < USR2);
+    4. SIGTERM: the service dies of it, gracerun stops the leftover workers, 143.
+    """
+    proc = launcher.start(gracerun(cmd=recorder("--workers", 2, "--exit-on", "TERM")))
+    pids = ready(proc)
+    proc.send(signal.SIGUSR1)
+    proc.expect("^signal SIGUSR1 role=main ")
+    for worker in pids["workers"]:
+        os.kill(worker, signal.SIGUSR2)
+    for role in ("worker1", "worker2"):
+        proc.expect(f"^signal SIGUSR2 role={role} ")
+        assert lines_for(proc, signal.SIGUSR1, role) == 0
+    proc.send(signal.SIGTERM)
+    assert proc.wait() == 143
+    assert set(pids["workers"]) & set(launcher.alive()) == set()  # by tag: PIDs may be reused
+
+
+# ------------------------------------------------------------------ rewriting
+
+
+@pytest.mark.parametrize("rule", ["USR1:USR2", "10:12", "SIGUSR1:sigusr2"])
+def test_rewrite_delivers_the_new_signal(launcher: Launcher, rule: str) -> None:
+    """Steps: -r rule; SIGUSR1 to gracerun arrives as SIGUSR2; SIGUSR1 itself
+    never arrives (proved with SIGWINCH); SIGTERM ends it."""
+    proc = launcher.start(gracerun("-r", rule, cmd=recorder("--exit-on", "TERM")))
+    ready(proc)
+    proc.send(signal.SIGUSR1)
+    proc.expect("^signal SIGUSR2 role=main ")
+    prove_absent(proc, signal.SIGUSR1)
+    proc.send(signal.SIGTERM)
+    assert proc.wait() == 143
+
+
+def test_rewrite_to_zero_drops_the_signal(launcher: Launcher) -> None:
+    """Steps: -r USR1:0; send SIGUSR1 then SIGUSR2 to gracerun; the service records
+    SIGUSR2 and no SIGUSR1 before it; SIGTERM ends it."""
+    proc = launcher.start(gracerun("-r", "USR1:0", cmd=recorder("--exit-on", "TERM")))
+    ready(proc)
+    proc.send(signal.SIGUSR1)
+    prove_absent(proc, signal.SIGUSR1, proof=signal.SIGUSR2)
+    proc.send(signal.SIGTERM)
+    assert proc.wait() == 143
+
+
+def test_rewrite_of_the_trigger_changes_the_stop_signal(launcher: Launcher) -> None:
+    """Steps: -r TERM:QUIT; SIGTERM to gracerun starts the shutdown and the service
+    gets SIGQUIT, dies of it: 131; it never recorded SIGTERM."""
+    proc = launcher.start(gracerun("-r", "TERM:QUIT", cmd=recorder("--exit-on", "QUIT")))
+    ready(proc)
+    proc.send(signal.SIGTERM)
+    proc.expect("^signal SIGQUIT role=main ")
+    assert proc.wait() == 131
+    assert lines_for(proc, signal.SIGTERM) == 0
+
+
+def test_several_rewrites_apply_together(launcher: Launcher) -> None:
+    """Steps: -r HUP:USR1 -r USR2:0; SIGHUP arrives as SIGUSR1, SIGUSR2 is dropped
+    (proved with SIGWINCH), SIGINT passes unchanged; SIGTERM ends it."""
+    proc = launcher.start(gracerun("-r", "HUP:USR1", "-r", "USR2:0",
+                                   cmd=recorder("--exit-on", "TERM")))
+    ready(proc)
+    proc.send(signal.SIGHUP)
+    proc.expect("^signal SIGUSR1 role=main ")
+    proc.send(signal.SIGUSR2)
+    proc.send(signal.SIGINT)
+    proc.expect("^signal SIGINT role=main ")
+    prove_absent(proc, signal.SIGUSR2)
+    assert lines_for(proc, signal.SIGHUP) == 0
+    proc.send(signal.SIGTERM)
+    assert proc.wait() == 143
+
+
+def test_realtime_signal_is_forwarded_not_fatal(launcher: Launcher) -> None:
+    """Beyond 1-31: tini, dumb-init and catatonit forward SIGRTMIN+3 (systemd's
+    "halt"), their service dies of it, and they exit 165.
+
+    Steps: gracerun (a subreaper, not PID 1) runs sleep; SIGRTMIN+3 to gracerun;
+    gracerun exits 165 by itself (its raw status is not "killed by signal 37")
+    and no service is left running.
+    """
+    proc = launcher.start(gracerun(cmd=["sleep", "1000"]))
+    wait_for(lambda: [c for c in children(proc.pid) if c.comm == "sleep"],
+             what="gracerun's child to exec sleep")
+    proc.send(signal.SIGRTMIN + 3)
+    proc.popen.wait(10)  # not proc.wait(): a leftover service keeps the output pipes open
+    leftovers = launcher.alive()
+    for pid in leftovers:  # do not leave an orphaned service running after the test
+        os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not launcher.alive(), what="the orphaned service to die")
+    assert proc.popen.returncode == 165, "gracerun was killed by the signal it should forward"
+    assert leftovers == []
