@@ -6,12 +6,8 @@ import argparse
 import sys
 
 from gracerun import config
+from gracerun.cli import make_parser
 from gracerun.errors import GracerunError, UsageError
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(f"{message} (see '{self.prog} --help')")
 
 
 def _grace_period(text: str) -> float:
@@ -27,7 +23,9 @@ def timeline_report(cfg: config.Config, grace_period: float | None) -> tuple[lis
     """The planned shutdown timeline, worst case per phase, and whether it fits."""
     sd = cfg.shutdown
     grace = sd.effective_stop_grace
-    rows = cfg.plan.worst_cases()
+    from gracerun.plan import Plan
+
+    rows = (cfg.plan or Plan()).worst_cases()
     lines = [f"{'phase':<12} {'worst case':>11} {'starts by':>10}  notes"]
     at = 0.0
     for phase, seconds in rows:
@@ -65,7 +63,7 @@ def timeline_report(cfg: config.Config, grace_period: float | None) -> tuple[lis
 
 
 def check(argv: list[str]) -> int:
-    parser = _Parser(prog="gracerun check",
+    parser = make_parser(prog="gracerun check",
                      description="Validate a configuration and print the planned shutdown "
                                  "timeline against the budget. Exit 0 when it fits, 1 when "
                                  "not, 2 for an invalid configuration.")
@@ -85,12 +83,13 @@ def check(argv: list[str]) -> int:
 def prestop(argv: list[str]) -> int:
     from gracerun import control
 
-    parser = _Parser(prog="gracerun prestop",
+    parser = make_parser(prog="gracerun prestop",
                      description="Kubernetes preStop hook: start the running gracerun's "
                                  "shutdown and wait until it reaches the stop phase.")
     parser.add_argument("-c", "--config", metavar="FILE")
     parser.add_argument("--socket", metavar="PATH", help="control socket (default: "
-                        f"control.socket, ${control.SOCKET_ENV}, {control.DEFAULT_SOCKET})")
+                        f"control.socket, ${config.CONTROL_SOCKET_ENV}, "
+                        f"{config.DEFAULT_CONTROL_SOCKET})")
     parser.add_argument("--timeout", type=_grace_period, default=None, metavar="DURATION",
                         help="give up after this long (default: the budget + 5s)")
     ns = parser.parse_args(argv)
@@ -98,7 +97,7 @@ def prestop(argv: list[str]) -> int:
     cfg = None
     if path is None:
         cfg = config.load(config.find_path(ns.config))
-        path = control.default_path(cfg.control.socket, True)
+        path = cfg.control.path(pid1=True)
     assert path is not None
     timeout = ns.timeout
     if timeout is None:

@@ -1,10 +1,9 @@
 """gracerun.toml and command-line flags, validated into frozen dataclasses.
 
-Every scalar option is declared once in SETTINGS: its key in gracerun.toml,
-its command-line flags, its default and its documentation.  cli.py builds the
-argument parser from that table, `gracerun help-config` prints the reference
-from it, and command-line values are merged into the TOML data before one
-validation pass, so a bad flag and a bad key get the same kind of message.
+Every scalar option is declared once in settings.SETTINGS (its key here, its
+flags, default and documentation); command-line values are merged into the
+TOML data before one validation pass, so a bad flag and a bad key get the
+same kind of message.
 
 Validation collects every problem at once, each with its key path and what
 was expected, and rejects unknown keys with a did-you-mean.
@@ -15,53 +14,51 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from gracerun import values
 from gracerun.errors import ConfigError
-from gracerun.plan import (
-    ConnectionsProbe,
-    Plan,
-    Probe,
-    read_plan,
-    read_probe,
-    string_table,
-    text,
-    url,
-)
 from gracerun.validate import Reader, boolean, choice, describe, list_of, positive_duration
 
+if TYPE_CHECKING:  # plan.py is imported only for configs that use it (start-up time)
+    from gracerun.plan import Plan, Probe
+
 DEFAULT_BUDGET = 30.0
+PHASE_TABLES = ("notify", "deregister", "propagate", "drain")
 CONFIG_ENV = "GRACERUN_CONFIG"
 DEFAULT_CONFIG_PATH = "gracerun.toml"
 
 
 # ---------------------------------------------------------------- the result
+#
+# Immutable NamedTuples rather than frozen dataclasses: this module is on the
+# start-up path of every container, and creating ten dataclasses (plus the
+# `inspect` machinery `dataclasses` imports) cost ~12 ms there, a third of the
+# start-up budget.  plan.py, loaded only for configs with phases, uses
+# dataclasses.
+
+_EMPTY: Mapping[Any, Any] = MappingProxyType({})
 
 
-@dataclass(frozen=True)
-class SignalsConfig:
+class SignalsConfig(NamedTuple):
     group: bool = False  # forward to the service's process group, not just the child
-    rewrite: Mapping[int, int] = field(default_factory=dict)  # 0 drops the signal
+    rewrite: Mapping[int, int] = _EMPTY  # 0 drops the signal
 
 
-@dataclass(frozen=True)
-class ProcessConfig:
+class ProcessConfig(NamedTuple):
     subreaper: bool = False  # force PR_SET_CHILD_SUBREAPER (it is automatic when not PID 1)
     pdeathsig: int | None = None
     success_codes: frozenset[int] = frozenset()  # exit codes reported as 0
 
 
-@dataclass(frozen=True)
-class LogConfig:
+class LogConfig(NamedTuple):
     verbosity: int = 0
     format: str = "text"
     warn_orphans: bool = False
 
 
-@dataclass(frozen=True)
-class ShutdownConfig:
+class ShutdownConfig(NamedTuple):
     budget: float = DEFAULT_BUDGET
     stop_signal: int | None = None  # None: the trigger signal, after rewriting
     stop_grace: float | None = None  # None: see effective_stop_grace
@@ -75,40 +72,48 @@ class ShutdownConfig:
         return min(5.0, self.budget / 4)
 
 
-@dataclass(frozen=True)
-class ServerConfig:
+class ServerConfig(NamedTuple):
     listen: str | None = None  # "127.0.0.1:9102", "[::1]:9102", ":9102" (all addresses)
     ready_probe: Probe | None = None  # the service's own readiness, gating /ready
     ready_interval: float = 1.0
 
 
-@dataclass(frozen=True)
-class PushgatewayConfig:
+class PushgatewayConfig(NamedTuple):
     url: str
     job: str = "gracerun"
-    grouping: Mapping[str, str] = field(default_factory=dict)
+    grouping: Mapping[str, str] = _EMPTY
     timeout: float = 2.0
 
 
-@dataclass(frozen=True)
-class StateConfig:
+class StateConfig(NamedTuple):
     file: str | None = None  # JSON timeline of the last shutdown, read back at start
     textfile: str | None = None  # node_exporter textfile-collector output
     pushgateway: PushgatewayConfig | None = None
 
 
-@dataclass(frozen=True)
-class ControlConfig:
+DEFAULT_CONTROL_SOCKET = "/tmp/gracerun.sock"  # used when PID 1 and nothing is configured
+CONTROL_SOCKET_ENV = "GRACERUN_CONTROL_SOCKET"
+
+
+class ControlConfig(NamedTuple):
     socket: str | None = None  # unix socket behind `gracerun prestop`
 
+    def path(self, pid1: bool) -> str | None:
+        """The socket to use: configured, else $GRACERUN_CONTROL_SOCKET, else the
+        default when gracerun is PID 1 (a container), else none."""
+        if self.socket:
+            return self.socket
+        if os.environ.get(CONTROL_SOCKET_ENV):
+            return os.environ[CONTROL_SOCKET_ENV]
+        return DEFAULT_CONTROL_SOCKET if pid1 else None
 
-@dataclass(frozen=True)
-class Config:
+
+class Config(NamedTuple):
     signals: SignalsConfig = SignalsConfig()
     process: ProcessConfig = ProcessConfig()
     log: LogConfig = LogConfig()
     shutdown: ShutdownConfig = ShutdownConfig()
-    plan: Plan = field(default_factory=Plan)
+    plan: Plan | None = None  # None: no pre-stop phases configured
     server: ServerConfig = ServerConfig()
     state: StateConfig = StateConfig()
     control: ControlConfig = ControlConfig()
@@ -117,108 +122,22 @@ class Config:
     @property
     def needs_asyncio(self) -> bool:
         """Whether anything configured needs the asyncio loop (see loop.py)."""
-        return (not self.plan.empty or self.server.listen is not None
+        return (self.has_pipeline or self.server.listen is not None
                 or self.state.pushgateway is not None)
+
+    @property
+    def has_pipeline(self) -> bool:
+        return self.plan is not None and not self.plan.empty
 
     def budget_problem(self) -> str | None:
         """Why the configured phases cannot fit the budget, or None when they do."""
-        worst = self.plan.worst_case()
+        worst = self.plan.worst_case() if self.plan is not None else 0.0
         grace = self.shutdown.effective_stop_grace
         if worst + grace <= self.shutdown.budget + 1e-9:
             return None
         return (f"pre-stop phases may take {worst:g}s and the stop phase keeps {grace:g}s, "
                 f"{worst + grace:g}s in all, but shutdown.budget is {self.shutdown.budget:g}s: "
                 f"phases will be cut short (raise the budget or lower the phase timeouts)")
-
-
-# --------------------------------------------------------------- the settings
-
-
-@dataclass(frozen=True)
-class Setting:
-    """One scalar option: TOML key, flags, default and documentation."""
-
-    key: str  # dotted path in gracerun.toml
-    flags: tuple[str, ...]
-    help: str
-    default: str
-    metavar: str | None = None
-    action: str = "store"  # argparse action: store, store_true, count, append
-    choices: tuple[str, ...] | None = None
-
-
-SETTINGS: tuple[Setting, ...] = (
-    Setting("shutdown.budget", ("-t", "--budget"), default="30s", metavar="DURATION",
-            help="time from the stop trigger to SIGKILL of the whole tree; keep it under "
-                 "Kubernetes' terminationGracePeriodSeconds"),
-    Setting("shutdown.stop_signal", ("--stop-signal",), default="the trigger, rewritten",
-            metavar="SIGNAL", help="signal the service receives in the stop phase"),
-    Setting("shutdown.stop_grace", ("--stop-grace",), default="5s (a quarter of a budget "
-            "under 20s)", metavar="DURATION",
-            help="time reserved for the stop phase: pre-stop phases are cut short so that "
-                 "the service always gets this long between its stop signal and SIGKILL"),
-    Setting("shutdown.triggers", ("--trigger",), default='["SIGTERM"]', metavar="SIGNAL",
-            action="append",
-            help="signal that starts the shutdown sequence (repeatable; SIGINT is "
-                 "forwarded as-is unless listed)"),
-    Setting("signals.group", ("-g", "--group"), default="false", action="store_true",
-            help="forward signals to the service's whole process group, not just the child "
-                 "(tini -g; dumb-init's default)"),
-    Setting("signals.rewrite", ("-r", "--rewrite"), default="{}", metavar="FROM:TO",
-            action="append",
-            help="rewrite a received signal before forwarding, e.g. TERM:QUIT or 15:3; "
-                 "FROM:0 drops it (repeatable)"),
-    Setting("process.success_codes", ("-e", "--remap-exit",), default="[]", metavar="CODE",
-            action="append", help="report this exit code of the service as 0, e.g. 143 "
-                                  "(repeatable, as tini -e)"),
-    Setting("process.subreaper", ("-s", "--subreaper"), default="automatic when not PID 1",
-            action="store_true", help="register as a child subreaper (PR_SET_CHILD_SUBREAPER)"),
-    Setting("process.pdeathsig", ("-p", "--pdeathsig"), default="none", metavar="SIGNAL",
-            help="signal gracerun receives when its parent dies, e.g. SIGKILL (as tini -p)"),
-    Setting("log.verbosity", ("-v", "--verbose"), default="0", action="count",
-            help="more detail: each forwarded signal, reap and escalation (repeatable)"),
-    Setting("log.format", ("--log-format",), default="text", choices=("text", "json"),
-            help="log line format on stderr"),
-    Setting("server.listen", ("--listen",), default="off", metavar="ADDR:PORT",
-            help="serve /metrics, /ready and /live here, e.g. 127.0.0.1:9102 (never face "
-                 "the internet with it)"),
-    Setting("control.socket", ("--control-socket",), default="off", metavar="PATH",
-            help="unix socket for 'gracerun prestop' (Kubernetes preStop hook)"),
-    Setting("log.warn_orphans", ("-w", "--warn-orphans"), default="false",
-            action="store_true", help="warn when an orphaned process is reaped (tini -w)"),
-)
-
-
-def cli_overrides(parsed: Mapping[str, Any]) -> dict[str, Any]:
-    """Turn argparse results (dest = key with dots as '__') into TOML-shaped data."""
-    data: dict[str, Any] = {}
-    for setting in SETTINGS:
-        value = parsed.get(setting.key.replace(".", "__"))
-        if value in (None, False, [], 0) and setting.action != "store":
-            continue
-        if value is None:
-            continue
-        table, _, key = setting.key.rpartition(".")
-        section = data.setdefault(table, {})
-        if setting.key == "signals.rewrite":
-            rules: dict[str, Any] = {}
-            for rule in value:
-                src, _, dst = str(rule).partition(":")
-                rules[src] = dst if _ else None
-            section[key] = rules
-        else:
-            section[key] = value
-    return data
-
-
-def flag_for(key: str) -> str | None:
-    for setting in SETTINGS:
-        if setting.key == key:
-            return setting.flags[-1]
-    return None
-
-
-# ---------------------------------------------------------------- validation
 
 
 def _rewrite_table(value: Any) -> dict[int, int]:
@@ -308,6 +227,8 @@ def _read_observe(root: Reader, env: Mapping[str, str] | None) -> dict[str, Any]
     sv.seen.add("ready_probe")
     ready_probe = None
     if "ready_probe" in sv.data:
+        from gracerun.plan import read_probe
+
         ready_probe = read_probe(sv.table("ready_probe"), env, ("http", "tcp"))
     server = ServerConfig(listen=sv.get("listen", _listen_address, None),
                           ready_probe=ready_probe,
@@ -318,6 +239,8 @@ def _read_observe(root: Reader, env: Mapping[str, str] | None) -> dict[str, Any]
     st.seen.add("pushgateway")
     push = None
     if "pushgateway" in st.data:
+        from gracerun.plan import string_table, text, url
+
         pg = st.table("pushgateway")
         if "url" not in pg.data:
             pg.error("url", 'missing; expected the Pushgateway URL like "http://127.0.0.1:9091"')
@@ -345,12 +268,17 @@ def build(data: Mapping[str, Any], *, source: str = "",
     core = _read_core(root)
     sd = root.table("shutdown")
     shutdown = _read_shutdown(sd)
-    plan = read_plan(sd, env)
+    sd.seen.update(PHASE_TABLES)  # known keys even when absent (did-you-mean)
+    plan = None
+    if any(name in sd.data for name in PHASE_TABLES):
+        from gracerun.plan import ConnectionsProbe, read_plan
+
+        plan = read_plan(sd, env)
     sd.finish()
     observe = _read_observe(root, env)
     root.finish()
-    prop = plan.propagate
-    if prop is not None and prop.sleep is None and prop.probe is None \
+    prop = plan.propagate if plan is not None else None
+    if plan is not None and prop is not None and prop.sleep is None and prop.probe is None \
             and "probe" not in sd.data.get("propagate", {}):
         drain_probe = plan.drain.probe if plan.drain else None
         if not isinstance(drain_probe, ConnectionsProbe):
@@ -414,9 +342,12 @@ def load(path: str | None, overrides: Mapping[str, Any] | None = None) -> Config
     """The Config for a run: file (if any) overlaid with command-line values."""
     data = read_toml(path) if path else {}
     labels = {}
-    for table, entries in (overrides or {}).items():
-        for key in entries:
-            flag = flag_for(f"{table}.{key}")
-            if flag:
-                labels[f"{table}.{key}"] = flag
+    if overrides:
+        from gracerun.settings import flag_for
+
+        for table, entries in overrides.items():
+            for key in entries:
+                flag = flag_for(f"{table}.{key}")
+                if flag:
+                    labels[f"{table}.{key}"] = flag
     return build(merge(data, overrides or {}), source=path or "", labels=labels)

@@ -24,18 +24,8 @@ from gracerun.errors import GracerunError, UsageError
 from gracerun.log import event
 from gracerun.supervisor import Supervisor
 
-DEFAULT_SOCKET = "/tmp/gracerun.sock"  # used when PID 1 and nothing is configured
-SOCKET_ENV = "GRACERUN_CONTROL_SOCKET"
 _MAX_CLIENTS = 16
 _MAX_REQUEST = 64
-
-
-def default_path(configured: str | None, pid1: bool) -> str | None:
-    if configured:
-        return configured
-    if os.environ.get(SOCKET_ENV):
-        return os.environ[SOCKET_ENV]
-    return DEFAULT_SOCKET if pid1 else None
 
 
 class ControlServer:

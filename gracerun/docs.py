@@ -1,8 +1,8 @@
-"""The option reference, generated from config.SETTINGS so it cannot drift."""
+"""The option reference, generated from settings.SETTINGS so it cannot drift."""
 
 from __future__ import annotations
 
-from gracerun import config
+from gracerun import settings
 
 
 def reference() -> str:
@@ -15,7 +15,7 @@ def reference() -> str:
         "| key | flags | default | meaning |",
         "| --- | --- | --- | --- |",
     ]
-    for s in config.SETTINGS:
+    for s in settings.SETTINGS:
         flags = ", ".join(f"`{f}`" for f in s.flags)
         lines.append(f"| `{s.key}` | {flags} | {s.default} | {s.help} |")
     return "\n".join(lines) + "\n"

@@ -446,7 +446,6 @@ def _read_drain(r: Reader, env: Mapping[str, str] | None) -> DrainConfig:
 def read_plan(sd: Reader, env: Mapping[str, str] | None = None) -> Plan:
     """Read the phase tables of [shutdown] (the caller reads its scalar keys)."""
     phases: dict[str, Any] = {}
-    sd.seen.update((*HOOK_PHASES, "propagate", "drain"))  # known even when absent
     for name in HOOK_PHASES:
         phases[name] = _read_hook_phase(sd.table(name), env) if name in sd.data \
             else HookPhase()

@@ -24,15 +24,15 @@ def _wire(sup: supervisor.Supervisor) -> None:
     from gracerun import observe
 
     observe.setup(sup)  # metrics, endpoint, state file: imports only what is configured
-    if not cfg.plan.empty:
+    if cfg.has_pipeline:
         from gracerun.shutdown import Pipeline
 
         sup.prestop = Pipeline(cfg)
-    from gracerun import control
-
-    path = control.default_path(cfg.control.socket, os.getpid() == 1)
+    path = cfg.control.path(pid1=os.getpid() == 1)
     if path is None:
         return
+    from gracerun import control
+
     try:
         control.ControlServer(sup, path).open()
     except UsageError as exc:

@@ -47,6 +47,7 @@ class Pipeline:
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
+        assert cfg.plan is not None
         self.plan = cfg.plan
         self._task: asyncio.Task[None] | None = None
         self._exited = asyncio.Event()
@@ -237,5 +238,5 @@ class Pipeline:
 
 def make_pipeline(cfg: Config) -> Any:
     """A Pipeline when the config has pre-stop phases, else None."""
-    return None if cfg.plan.empty else Pipeline(cfg)
+    return Pipeline(cfg) if cfg.has_pipeline else None
 

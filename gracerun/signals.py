@@ -3,10 +3,10 @@
 Why this strategy.  A Python signal handler runs in the main thread between
 two bytecodes, wherever the loop happens to be, so it must not touch loop or
 supervisor state: it appends the signal number to a deque and writes one
-byte to a socketpair whose other end the loop watches.  The loop then drains
+byte to a pipe whose other end the loop watches.  The loop then drains
 the deque and dispatches each signal in order, as ordinary code.
 
-- The socketpair is also installed with `signal.set_wakeup_fd`, so a signal
+- The pipe is also installed with `signal.set_wakeup_fd`, so a signal
   that lands between Python's check for pending handlers and the epoll call
   still wakes the loop (the classic lost-wakeup race).
 - uvloop replaces the wakeup fd with its own while it runs and then calls the
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 from collections import deque
 from collections.abc import Callable
 from types import FrameType
@@ -82,13 +81,10 @@ class SignalInbox:
         self._loop = loop
         self._dispatch = dispatch
         self._pending: deque[int] = deque()
-        self._rsock, self._wsock = socket.socketpair()
-        self._rsock.setblocking(False)
-        self._wsock.setblocking(False)
-        self._wfd = self._wsock.fileno()
+        self._rfd, self._wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
     def install(self) -> None:
-        self._loop.add_reader(self._rsock.fileno(), self._drain)
+        self._loop.add_reader(self._rfd, self._drain)
         signal.set_wakeup_fd(self._wfd, warn_on_full_buffer=False)
         for signum in HANDLED:
             signal.signal(signum, self._enqueue)
@@ -107,8 +103,9 @@ class SignalInbox:
 
     def _drain(self) -> None:
         try:
-            while self._rsock.recv(4096):
-                pass
+            for _ in range(64):  # the bytes only wake us; the deque says what came
+                if not os.read(self._rfd, 4096):
+                    break
         except (BlockingIOError, InterruptedError):
             pass
         # Bounded: a signal storm cannot keep us here past what was queued now.

@@ -32,7 +32,7 @@ import errno
 import os
 import signal
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from gracerun.errors import LaunchError
 
@@ -44,13 +44,15 @@ RESETTABLE_SIGNALS = tuple(
 _ALL_SIGNALS = signal.valid_signals()
 
 
-@dataclass(frozen=True)
-class Redirect:
+class Redirect(NamedTuple):
     """File descriptors for the child's stdin/stdout/stderr (None: inherit)."""
 
     stdin: int | None = None
     stdout: int | None = None
     stderr: int | None = None
+
+
+_NO_REDIRECT = Redirect()
 
 
 def spawn(
@@ -60,7 +62,7 @@ def spawn(
     cwd: str | None = None,
     new_group: bool = True,
     tty_fd: int | None = None,
-    redirect: Redirect = Redirect(),
+    redirect: Redirect = _NO_REDIRECT,
 ) -> int:
     """Start argv[0] (searched on PATH) and return its PID.
 

@@ -9,28 +9,44 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 
-@dataclass
 class HookRecord:
-    phase: str
-    name: str
-    kind: str
-    start: float  # seconds since the shutdown began
-    duration: float
-    outcome: str  # ok, failed, timeout
-    detail: str = ""
+    """One hook run.  (Plain slotted classes, not dataclasses: see config.py.)"""
+
+    __slots__ = ("detail", "duration", "kind", "name", "outcome", "phase", "start")
+
+    def __init__(self, *, phase: str, name: str, kind: str, start: float, duration: float,
+                 outcome: str, detail: str = "") -> None:
+        self.phase = phase
+        self.name = name
+        self.kind = kind
+        self.start = start  # seconds since the shutdown began
+        self.duration = duration
+        self.outcome = outcome  # ok, failed, timeout
+        self.detail = detail
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in ("phase", "name", "kind", "start", "duration",
+                                              "outcome", "detail")}
 
 
-@dataclass
 class PhaseRecord:
-    name: str
-    start: float  # seconds since the shutdown began
-    duration: float | None = None
-    reason: str = ""  # why it ended: probe satisfied, timeout, service exited, ...
-    detail: dict[str, Any] = field(default_factory=dict)
+    """One phase: open while `duration` is None."""
+
+    __slots__ = ("detail", "duration", "name", "reason", "start")
+
+    def __init__(self, *, name: str, start: float) -> None:
+        self.name = name
+        self.start = start  # seconds since the shutdown began
+        self.duration: float | None = None
+        self.reason = ""  # why it ended: probe satisfied, timeout, service exited, ...
+        self.detail: dict[str, Any] = {}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "start": self.start, "duration": self.duration,
+                "reason": self.reason, "detail": dict(self.detail)}
 
 
 Listener = Callable[[str, Any], None]  # (event, record): event is "phase-start", ...
@@ -111,8 +127,8 @@ class Timeline:
             "duration_seconds": self.elapsed(),
             "exit_code": self.exit_code,
             "killed": self.killed,
-            "phases": [asdict(p) for p in self.phases],
-            "hooks": [asdict(h) for h in self.hooks],
+            "phases": [p.to_dict() for p in self.phases],
+            "hooks": [h.to_dict() for h in self.hooks],
         }
 
     def summary(self) -> str:

@@ -5,7 +5,6 @@ Every problem is collected (not raised) so that one run reports them all.
 
 from __future__ import annotations
 
-import difflib
 import json
 import re
 from collections.abc import Callable, Mapping
@@ -67,6 +66,8 @@ class Reader:
         for key in self.data:
             if key in self.seen:
                 continue
+            import difflib  # only when there is a mistake to explain (start-up time)
+
             hint = difflib.get_close_matches(key, known, n=1)
             suggestion = f' (did you mean "{hint[0]}"?)' if hint else ""
             expected = ", ".join(known) if known else "nothing"

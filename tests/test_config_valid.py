@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from gracerun import cli, config, docs, values
+from gracerun import cli, config, docs, settings, values
 from gracerun.errors import ConfigError
 from gracerun.plan import (
     ConnectionsProbe,
@@ -61,7 +61,7 @@ def load_text(tmp_path: Path, text: str, flags: list[str] | None = None) -> conf
     overrides = None
     if flags is not None:
         ns = cli._run_parser().parse_args(flags)
-        overrides = config.cli_overrides(vars(ns))
+        overrides = settings.cli_overrides(vars(ns))
     return config.load(str(path), overrides)
 
 
@@ -187,7 +187,7 @@ def test_defaults_without_a_file() -> None:
     assert cfg.shutdown.budget == config.DEFAULT_BUDGET == 30.0
     assert cfg.shutdown.triggers == frozenset({signal.SIGTERM})
     assert cfg.shutdown.effective_stop_grace == 5.0
-    assert cfg.plan.empty and not cfg.needs_asyncio
+    assert cfg.plan is None and not cfg.has_pipeline and not cfg.needs_asyncio
     assert cfg.budget_problem() is None
 
 
@@ -561,7 +561,7 @@ timeout = "10s"
 def test_help_config_lists_every_setting(tmp_path: Path) -> None:
     proc = run_gracerun("help-config", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    for setting in config.SETTINGS:
+    for setting in settings.SETTINGS:
         assert f"| `{setting.key}` |" in proc.stdout
         for flag in setting.flags:
             assert f"`{flag}`" in proc.stdout
