@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import stat
 from typing import Any
 
 from gracerun.errors import GracerunError, UsageError
@@ -39,7 +40,10 @@ class ControlServer:
 
     def open(self) -> None:
         """Bind the socket (mode 0600), replacing a stale one left by a dead gracerun."""
-        if os.path.exists(self.path):
+        if os.path.lexists(self.path):
+            if not stat.S_ISSOCK(os.lstat(self.path).st_mode):
+                raise UsageError(f"control.socket: {self.path} exists and is not a socket; "
+                                 "refusing to replace it")
             probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
                 probe.connect(self.path)

@@ -52,6 +52,10 @@ class HttpError(GracerunError):
     """
 
 
+class HttpTimeout(HttpError):
+    """The request did not complete within its timeout."""
+
+
 @dataclass(frozen=True, slots=True)
 class Response:
     status: int
@@ -150,7 +154,7 @@ async def request(
         done = True
         return response
     except TimeoutError:
-        raise HttpError(f"{where}: timed out after {timeout:g}s") from None
+        raise HttpTimeout(f"{where}: timed out after {timeout:g}s") from None
     except _ProtocolError as exc:
         raise HttpError(f"{where}: malformed response: {exc}") from None
     except ConnectionRefusedError:

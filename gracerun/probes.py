@@ -105,12 +105,15 @@ async def read_http(probe: HttpProbe) -> float:
         try:
             value = json.loads(resp.body)[probe.field]
             return float(value)
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, OverflowError):
             raise ProbeError(f"GET {probe.url}: no number in JSON field {probe.field!r}") from None
     m = _NUMBER.search(resp.body[:4096])
     if m is None:
         raise ProbeError(f"GET {probe.url}: expected a number in the body")
-    return float(m.group())
+    try:
+        return float(m.group())
+    except OverflowError:
+        raise ProbeError(f"GET {probe.url}: number out of range") from None
 
 
 async def read_exec(probe: ExecProbe, sup: Supervisor) -> float:

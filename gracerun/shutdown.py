@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from collections.abc import Awaitable, Callable
 
 from gracerun.config import Config
 from gracerun.errors import GracerunError
-from gracerun.hooks import runner
+from gracerun.hooks import HookTimedOut, runner
 from gracerun.log import event
 from gracerun.plan import DrainConfig, Hook, HookPhase, PropagateConfig
 from gracerun.probes import InFlight, ProbeError, TrafficCounter
@@ -90,6 +90,11 @@ class Pipeline:
                     await self._drain(sup, self.plan.drain, deadline)
         except _SkipToStop as exc:
             reason = str(exc)
+        except Exception as exc:  # a bug must not keep the service from its stop signal
+            event(logging.ERROR, "pre-stop pipeline failed; going to the stop phase",
+                  error=f"{type(exc).__name__}: {exc}")
+            sup.timeline.end("error")
+            reason = "pipeline error"
         # 5. Stop: the supervisor sends the stop signal and waits for the tree.
         sup.begin_stop(reason)
 
@@ -108,6 +113,8 @@ class Pipeline:
         else:
             outcomes = []
             for hook in phase.hooks:
+                if name == "notify" and self._exited.is_set():
+                    break  # nobody left to notify: on to deregister
                 outcomes.append(await self._run_hook(sup, name, hook, limit))
                 if outcomes[-1] != "ok" and hook.on_failure == "stop":
                     break
@@ -129,15 +136,15 @@ class Pipeline:
         timeout = min(hook.worst_case() + _HOOK_SLACK, limit - started)
         outcome, detail = "ok", ""
         if timeout <= 0:
-            outcome, detail = "timeout", "no time left in the budget"
+            outcome, detail = "timeout", "no time left in the phase"
         else:
             try:
                 detail = await asyncio.wait_for(runner(hook)(hook, sup), timeout)
-            except TimeoutError:
-                outcome, detail = "timeout", f"no result within {timeout:.3g}s"
+            except (TimeoutError, HookTimedOut) as exc:
+                outcome, detail = "timeout", str(exc) or f"no result within {timeout:.3g}s"
             except GracerunError as exc:
                 outcome, detail = "failed", str(exc)
-            except OSError as exc:
+            except Exception as exc:  # whatever a hook raises, the sequence goes on
                 outcome, detail = "failed", f"{type(exc).__name__}: {exc}"
         duration = loop.time() - started
         sup.timeline.hook(HookRecord(phase=phase, name=hook.name, kind=hook.kind,
@@ -176,17 +183,13 @@ class Pipeline:
         hard_end = min(start + cfg.max, deadline)
         last_value: float | None = None
         last_change = start
-        reason, failures = "max reached", 0
+        reason, warned = "max reached", False
         for _ in range(_MAX_POLLS):
-            now = loop.time()
-            try:
-                value = await asyncio.wait_for(counter.read(), max(0.001, hard_end - now))
-            except (ProbeError, TimeoutError) as exc:
-                failures += 1
-                if failures == 1:
-                    event(logging.WARNING, "propagate probe failed; counting it as traffic",
-                          error=str(exc) or "timeout")
-                value = None
+            value, error = await _read(counter.read, hard_end)
+            if error and not warned:
+                event(logging.WARNING, "propagate probe failed; counting it as traffic",
+                      error=error)
+                warned = True
             now = loop.time()
             if value is None or value != last_value:
                 if last_value is not None or value is None:
@@ -211,20 +214,15 @@ class Pipeline:
         start = loop.time()
         end = min(start + cfg.timeout, deadline)
         reader = InFlight(cfg.probe, sup)
-        reason, value, failures = "timeout", None, 0
+        reason, value, warned = "timeout", None, False
         for _ in range(_MAX_POLLS):
-            now = loop.time()
-            if now >= end:
+            if loop.time() >= end:
                 reason = "timeout" if end < deadline else "deadline"
                 break
-            try:
-                value = await asyncio.wait_for(reader.read(), max(0.001, end - now))
-            except (ProbeError, TimeoutError) as exc:
-                failures += 1
-                if failures == 1:
-                    event(logging.WARNING, "drain probe failed; retrying",
-                          error=str(exc) or "timeout")
-                value = None
+            value, error = await _read(reader.read, end)
+            if error and not warned:
+                event(logging.WARNING, "drain probe failed; retrying", error=error)
+                warned = True
             if value is not None:
                 sup.timeline.probe("drain", value)
                 if value <= 0:
@@ -236,7 +234,12 @@ class Pipeline:
         sup.timeline.end(reason, inflight=value if value is not None else -1)
 
 
-def make_pipeline(cfg: Config) -> Any:
-    """A Pipeline when the config has pre-stop phases, else None."""
-    return Pipeline(cfg) if cfg.has_pipeline else None
-
+async def _read(read: Callable[[], Awaitable[float]], until: float) -> tuple[float | None, str]:
+    """One probe reading, bounded by the monotonic time `until`: (value, "") or (None, why)."""
+    remaining = max(0.001, until - asyncio.get_running_loop().time())
+    try:
+        return await asyncio.wait_for(read(), remaining), ""
+    except (ProbeError, TimeoutError) as exc:
+        return None, str(exc) or f"no reading within {remaining:.3g}s"
+    except Exception as exc:  # a probe bug reads as "no reading", never stops the phase
+        return None, f"{type(exc).__name__}: {exc}"

@@ -147,8 +147,11 @@ class Supervisor:
             return
         self.shutdown_started = True
         self._absorb_trigger = from_prestop
-        if self.cfg.shutdown.stop_signal is None and signum is not None:
-            self.stop_signal = self.cfg.signals.rewrite.get(signum, signum)
+        if self.cfg.shutdown.stop_signal is None:
+            # The trigger's signal, rewritten (-r TERM:QUIT for nginx); a preStop
+            # or the service's own exit stands for the usual SIGTERM.
+            trigger_signal = signum if signum is not None else signal.SIGTERM
+            self.stop_signal = self.cfg.signals.rewrite.get(trigger_signal, trigger_signal)
         self.timeline.begin_shutdown(trigger)
         event(self._phase_level, "shutdown started", trigger=trigger,
               budget=self.cfg.shutdown.budget)

@@ -60,12 +60,16 @@ def kill_all(service_pgid: int | None) -> int:
     bomb that outruns us is left to the kernel, which kills the namespace when
     PID 1 exits.
     """
-    killed = 0
+    killed: set[int] = set(descendants())  # listed first, so the count is right
     if service_pgid is not None:
         signal_group(service_pgid, signal.SIGKILL)
+    send(list(killed), signal.SIGKILL)
     for _ in range(_MAX_KILL_ROUNDS):
-        pids = descendants()
+        # The group's members are listed too until the kernel has finished
+        # them: counted once each, whichever round reached them.
+        pids = [pid for pid in descendants() if pid not in killed]
         if not pids:
             break
-        killed += send(pids, signal.SIGKILL)
-    return killed
+        send(pids, signal.SIGKILL)
+        killed.update(pids)
+    return len(killed)

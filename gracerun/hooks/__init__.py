@@ -23,6 +23,10 @@ class HookFailed(GracerunError):
     """The hook ran and reported failure (exit status, HTTP status, ...)."""
 
 
+class HookTimedOut(HookFailed):
+    """The hook's own timeout ran out (e.g. every HTTP attempt timed out)."""
+
+
 def runner(hook: Hook) -> Callable[[Any, Supervisor], Awaitable[str]]:
     """The run() coroutine function for this hook's kind."""
     from gracerun.hooks import exec as exec_hook

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from gracerun import httpclient
-from gracerun.hooks import HookFailed
+from gracerun.hooks import HookFailed, HookTimedOut
 from gracerun.plan import HttpHook
 from gracerun.supervisor import Supervisor
 
@@ -16,7 +16,7 @@ def _accepted(hook: HttpHook, status: int) -> bool:
 
 async def run(hook: HttpHook, sup: Supervisor) -> str:
     """Each attempt gets the hook's timeout; the caller bounds the whole run."""
-    last = ""
+    last, timed_out = "", False
     for attempt in range(hook.retries + 1):
         if attempt:
             await asyncio.sleep(hook.backoff * 2 ** (attempt - 1))
@@ -24,9 +24,11 @@ async def run(hook: HttpHook, sup: Supervisor) -> str:
             resp = await httpclient.request(hook.method, hook.url, headers=hook.headers,
                                             body=hook.body, timeout=hook.timeout)
         except httpclient.HttpError as exc:
-            last = str(exc)
+            last, timed_out = str(exc), isinstance(exc, httpclient.HttpTimeout)
             continue
+        timed_out = False
         if _accepted(hook, resp.status):
             return f"HTTP {resp.status} after {attempt + 1} attempt(s)"
         last = f"{hook.method} {hook.url}: unexpected status {resp.status} {resp.reason}"
-    raise HookFailed(f"{last} (after {hook.retries + 1} attempt(s))")
+    error = HookTimedOut if timed_out else HookFailed
+    raise error(f"{last} (after {hook.retries + 1} attempt(s))")
