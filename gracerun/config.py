@@ -185,12 +185,23 @@ def _read_core(root: Reader) -> dict[str, Any]:
     return {"signals": signals_cfg, "process": process_cfg, "log": log_cfg}
 
 
+def _trigger(value: Any) -> int:
+    from gracerun import signals
+
+    signum = values.signal_number(value)
+    if signum in signals.NOT_FORWARDED:
+        raise ValueError(f"{signals.name(signum)} can never reach gracerun's dispatcher (it is "
+                         "uncaught, ignored or reserved), so it cannot start the shutdown; "
+                         'expected a signal such as "SIGTERM", "SIGINT" or "SIGQUIT"')
+    return signum
+
+
 def _read_shutdown(sd: Reader) -> ShutdownConfig:
     budget = sd.get("budget", positive_duration, DEFAULT_BUDGET)
     stop_grace = sd.get("stop_grace", values.duration, None)
     if stop_grace is not None and stop_grace > budget:
         sd.error("stop_grace", f"expected at most the budget ({budget:g}s), got {stop_grace:g}s")
-    triggers = sd.get("triggers", list_of(values.signal_number), [signal.SIGTERM])
+    triggers = sd.get("triggers", list_of(_trigger), [signal.SIGTERM])
     if not triggers and "triggers" in sd.data:
         sd.error("triggers", 'expected at least one signal such as "SIGTERM": with none, '
                              "nothing would start the shutdown")
@@ -271,7 +282,7 @@ def build(data: Mapping[str, Any], *, source: str = "",
     sd.seen.update(PHASE_TABLES)  # known keys even when absent (did-you-mean)
     plan = None
     if any(name in sd.data for name in PHASE_TABLES):
-        from gracerun.plan import ConnectionsProbe, read_plan
+        from gracerun.plan import ConnectionsProbe, HaproxyProbe, read_plan
 
         plan = read_plan(sd, env)
     sd.finish()
@@ -281,10 +292,11 @@ def build(data: Mapping[str, Any], *, source: str = "",
     if plan is not None and prop is not None and prop.sleep is None and prop.probe is None \
             and "probe" not in sd.data.get("propagate", {}):
         drain_probe = plan.drain.probe if plan.drain else None
-        if not isinstance(drain_probe, ConnectionsProbe):
+        # Only probes that can also count new traffic can be borrowed.
+        if not isinstance(drain_probe, ConnectionsProbe | HaproxyProbe):
             problems.append("shutdown.propagate: an adaptive wait needs a probe: set "
                             "shutdown.propagate.probe, or sleep for a fixed wait, or use a "
-                            "connections probe in shutdown.drain (its ports are watched)")
+                            "connections or haproxy probe in shutdown.drain (it is watched too)")
     if problems:
         raise ConfigError(problems, source)
     return Config(shutdown=shutdown, plan=plan, source=source, **core, **observe)

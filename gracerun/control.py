@@ -25,8 +25,22 @@ from gracerun.errors import GracerunError, UsageError
 from gracerun.log import event
 from gracerun.supervisor import Supervisor
 
-_MAX_CLIENTS = 16
+_MAX_CLIENTS = 16  # listen backlog, and accepts per wake-up
+_MAX_OPEN = 64  # connections held at once
 _MAX_REQUEST = 64
+_REQUEST_TIMEOUT = 5.0  # a client that connects and says nothing is dropped
+_ACCEPT_PAUSE = 1.0
+
+
+class _Client:
+    """One connection: what it sent so far, and the timer that drops it if idle."""
+
+    __slots__ = ("buf", "conn", "timer")
+
+    def __init__(self, conn: socket.socket, timer: Any) -> None:
+        self.conn = conn
+        self.buf = b""
+        self.timer = timer
 
 
 class ControlServer:
@@ -34,8 +48,8 @@ class ControlServer:
         self.sup = sup
         self.path = path
         self._sock: socket.socket | None = None
-        self._waiting: dict[int, socket.socket] = {}
-        self._buffers: dict[int, bytes] = {}
+        self._reading: set[_Client] = set()  # still sending their request
+        self._waiting: set[_Client] = set()  # asked for prestop, wait for the stop phase
         sup.timeline.listeners.append(self._on_timeline)
 
     def open(self) -> None:
@@ -70,8 +84,10 @@ class ControlServer:
         self.sup.on_finish.append(lambda _tl: self.close())
 
     def close(self) -> None:
-        for fd, conn in list(self._waiting.items()):
-            self._reply(fd, conn)
+        for client in list(self._waiting):
+            self._finish(client, b"stopping\n")
+        for client in list(self._reading):
+            self._finish(client, b"")
         if self._sock is not None:
             self.sup.loop.remove_reader(self._sock.fileno())
             self._sock.close()
@@ -88,51 +104,78 @@ class ControlServer:
                 conn, _ = self._sock.accept()
             except (BlockingIOError, InterruptedError):
                 return
+            except OSError as exc:
+                # Out of descriptors (EMFILE/ENFILE) or similar: stop listening
+                # for a second instead of spinning on a readable socket.
+                event(logging.WARNING, "control socket: cannot accept; pausing",
+                      error=exc.strerror or str(exc))
+                self.sup.loop.remove_reader(self._sock.fileno())
+                self.sup.loop.call_later(_ACCEPT_PAUSE, self._resume)
+                return
+            if len(self._reading) + len(self._waiting) >= _MAX_OPEN:
+                conn.close()  # a flood of clients must not exhaust our descriptors
+                continue
             conn.setblocking(False)
-            self._buffers[conn.fileno()] = b""
-            self.sup.loop.add_reader(conn.fileno(), self._read, conn)
+            client = _Client(conn, None)
+            client.timer = self.sup.loop.call_later(_REQUEST_TIMEOUT, self._expire, client)
+            self._reading.add(client)
+            self.sup.loop.add_reader(conn.fileno(), self._read, client)
 
-    def _read(self, conn: socket.socket) -> None:
-        fd = conn.fileno()
+    def _resume(self) -> None:
+        if self._sock is not None:
+            self.sup.loop.add_reader(self._sock.fileno(), self._accept)
+
+    def _expire(self, client: _Client) -> None:
+        if client in self._reading:
+            self._finish(client, b"")
+
+    def _read(self, client: _Client) -> None:
         try:
-            data = conn.recv(_MAX_REQUEST)
+            data = client.conn.recv(_MAX_REQUEST)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
             data = b""
-        buf = self._buffers.get(fd, b"") + data
-        if data and b"\n" not in buf and len(buf) < _MAX_REQUEST:
-            self._buffers[fd] = buf
+        if not data:  # hung up before a whole request: nothing to answer
+            self._finish(client, b"")
             return
-        self.sup.loop.remove_reader(fd)
-        self._buffers.pop(fd, None)
-        command = buf.split(b"\n", 1)[0].strip()
+        client.buf += data
+        if b"\n" not in client.buf and len(client.buf) < _MAX_REQUEST:
+            return
+        self._stop_reading(client)
+        command = client.buf.split(b"\n", 1)[0].strip()
         if command != b"prestop":
-            self._send(conn, b"error unknown command\n")
+            self._finish(client, b"error unknown command\n")
             return
         event(logging.INFO, "preStop hook received")
         self.sup.begin_shutdown("preStop hook", from_prestop=True)
         if self.sup.stopping or self.sup.exit_code is not None:
-            self._send(conn, b"stopping\n")
+            self._finish(client, b"stopping\n")
         else:
-            self._waiting[fd] = conn
+            self._waiting.add(client)
 
     def _on_timeline(self, kind: str, record: Any) -> None:
         if kind == "phase-start" and record.name in ("stop", "kill"):
-            for fd, conn in list(self._waiting.items()):
-                self._reply(fd, conn)
+            for client in list(self._waiting):
+                self._finish(client, b"stopping\n")
 
-    def _reply(self, fd: int, conn: socket.socket) -> None:
-        self._waiting.pop(fd, None)
-        self._send(conn, b"stopping\n")
+    def _stop_reading(self, client: _Client) -> None:
+        if client in self._reading:
+            self._reading.discard(client)
+            self.sup.loop.remove_reader(client.conn.fileno())
+            if client.timer is not None:
+                client.timer.cancel()
 
-    @staticmethod
-    def _send(conn: socket.socket, data: bytes) -> None:
-        try:
-            conn.send(data)
-        except OSError:
-            pass
-        conn.close()
+    def _finish(self, client: _Client, reply: bytes) -> None:
+        """Answer (never raising SIGPIPE at a client that left) and close."""
+        self._stop_reading(client)
+        self._waiting.discard(client)
+        if reply:
+            try:
+                client.conn.send(reply, socket.MSG_NOSIGNAL)
+            except OSError:
+                pass
+        client.conn.close()
 
 
 def request_prestop(path: str, timeout: float) -> str:

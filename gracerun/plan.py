@@ -78,6 +78,21 @@ class SignalHook(Hook):
     group: bool = False  # the service's whole process group
 
 
+@dataclass(frozen=True, kw_only=True)
+class HaproxyHook(Hook):
+    """`set server backend/server state drain|maint` on HAProxy's Runtime API."""
+
+    socket: str | None = None  # the stats socket's path, or
+    address: str | None = None  # its "HOST:PORT"
+    backend: str
+    server: str
+    state: str = "drain"  # or "maint"
+
+    @property
+    def target(self) -> str:
+        return self.socket if self.socket is not None else self.address or ""
+
+
 @dataclass(frozen=True)
 class HookPhase:
     hooks: tuple[Hook, ...] = ()
@@ -133,6 +148,21 @@ class TcpProbe(Probe):
 
     host: str = "127.0.0.1"
     port: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class HaproxyProbe(Probe):
+    """A server's row of HAProxy's `show stat`: drain reads its current sessions (scur,
+    plus its queue), propagate its cumulative sessions (stot)."""
+
+    socket: str | None = None
+    address: str | None = None
+    backend: str
+    server: str
+
+    @property
+    def target(self) -> str:
+        return self.socket if self.socket is not None else self.address or ""
 
 
 # ------------------------------------------------------------- the phases
@@ -285,7 +315,69 @@ def _ports(r: Reader, env: Mapping[str, str] | None) -> tuple[int, ...]:
     return found
 
 
-_PROBE_KINDS = ("connections", "http", "exec", "tcp")
+def _haproxy_name(what: str, env: Mapping[str, str] | None) -> Callable[[Any], str]:
+    expand = text(env)
+
+    def parse(value: Any) -> str:
+        from gracerun.haproxy import NAME
+
+        expanded = expand(value)
+        if not NAME.match(expanded):
+            raise ValueError(f"expected an HAProxy {what} name (letters, digits, '_', '-', "
+                             f"'.', ':'), got {expanded!r}")
+        return expanded
+
+    return parse
+
+
+def _haproxy_socket(env: Mapping[str, str] | None) -> Callable[[Any], str]:
+    expand = text(env)
+
+    def parse(value: Any) -> str:
+        path = expand(value)
+        if not path or "\0" in path:
+            raise ValueError(f"expected the path of HAProxy's stats socket, got {path!r}")
+        return path if "/" in path else f"./{path}"  # a "/" is what marks a socket path
+
+    return parse
+
+
+def _haproxy_address(env: Mapping[str, str] | None) -> Callable[[Any], str]:
+    expand = text(env)
+
+    def parse(value: Any) -> str:
+        from gracerun.haproxy import HaproxyError, parse_address
+
+        address = expand(value)
+        try:
+            parse_address(address)
+        except HaproxyError:
+            raise ValueError('expected the "HOST:PORT" of HAProxy\'s stats socket, such as '
+                             f'"127.0.0.1:9999", got {address!r}') from None
+        return address
+
+    return parse
+
+
+def _haproxy_server(r: Reader, env: Mapping[str, str] | None) -> dict[str, Any]:
+    """The keys the haproxy hook and probe share: socket or address, backend, server."""
+    found = [key for key in ("socket", "address") if key in r.data]
+    if not found:
+        r.error("", 'expected "socket" (the path of HAProxy\'s stats socket) or "address" '
+                    '(its "HOST:PORT")')
+    elif len(found) == 2:
+        r.error("address", 'expected either "socket" or "address", not both')
+    out: dict[str, Any] = {"socket": r.get("socket", _haproxy_socket(env), None),
+                           "address": r.get("address", _haproxy_address(env), None)}
+    for key, example in (("backend", "app"), ("server", "web1")):
+        if key not in r.data:
+            r.error(key, f'missing; expected the {key} name in HAProxy\'s configuration, '
+                         f'e.g. "{example}"')
+        out[key] = r.get(key, _haproxy_name(key, env), "")
+    return out
+
+
+_PROBE_KINDS = ("connections", "http", "exec", "tcp", "haproxy")
 
 
 def read_probe(r: Reader, env: Mapping[str, str] | None, kinds: tuple[str, ...] = _PROBE_KINDS
@@ -313,6 +405,8 @@ def read_probe(r: Reader, env: Mapping[str, str] | None, kinds: tuple[str, ...] 
         if command is None and "command" not in r.data:
             r.error("command", 'missing; expected an array like ["test", "-f", "/tmp/idle"]')
         probe = ExecProbe(command=command or ("true",), timeout=timeout)
+    elif kind == "haproxy":
+        probe = HaproxyProbe(**_haproxy_server(r, env), timeout=timeout)
     else:
         probe = TcpProbe(host=r.get("host", text(env), "127.0.0.1"),
                          port=r.get("port", whole(1, 65535, env), 0), timeout=timeout)
@@ -322,11 +416,14 @@ def read_probe(r: Reader, env: Mapping[str, str] | None, kinds: tuple[str, ...] 
     return probe
 
 
+_HOOK_KINDS = ("exec", "http", "sleep", "signal", "haproxy")
+
+
 def _read_hook(r: Reader, index: int, env: Mapping[str, str] | None) -> Hook | None:
-    kind = r.get("type", choice("exec", "http", "sleep", "signal"), None)
+    kind = r.get("type", choice(*_HOOK_KINDS), None)
     if kind is None:
         if "type" not in r.data:
-            r.error("type", "missing; expected one of exec, http, sleep, signal")
+            r.error("type", f"missing; expected one of {', '.join(_HOOK_KINDS)}")
         r.seen.update(r.data)  # no point reporting unknown keys of an unknown kind
         return None
 
@@ -370,6 +467,9 @@ def _read_hook(r: Reader, index: int, env: Mapping[str, str] | None) -> Hook | N
         if "timeout" not in r.data:
             common["timeout"] = max(duration, 0.001)
         hook = SleepHook(duration=duration, **common)
+    elif kind == "haproxy":
+        hook = HaproxyHook(**_haproxy_server(r, env),
+                           state=r.get("state", choice("drain", "maint"), "drain"), **common)
     else:
         if "timeout" not in r.data:
             common["timeout"] = 1.0  # sending a signal is instant; don't book 5s for it
@@ -414,7 +514,7 @@ def _read_propagate(r: Reader, env: Mapping[str, str] | None) -> PropagateConfig
                          f"({', '.join(sorted(adaptive))}), not both")
     probe = None
     if "probe" in r.data:
-        probe = read_probe(r.table("probe"), env, ("connections", "http"))
+        probe = read_probe(r.table("probe"), env, ("connections", "http", "haproxy"))
     cfg = PropagateConfig(
         sleep=sleep,
         quiet=r.get("quiet", positive_duration, 1.0),
@@ -434,7 +534,7 @@ def _read_propagate(r: Reader, env: Mapping[str, str] | None) -> PropagateConfig
 def _read_drain(r: Reader, env: Mapping[str, str] | None) -> DrainConfig:
     probe = None
     if "probe" in r.data:
-        probe = read_probe(r.table("probe"), env, ("connections", "http", "exec"))
+        probe = read_probe(r.table("probe"), env, ("connections", "http", "exec", "haproxy"))
     else:
         r.error("probe", 'missing; expected e.g. probe = { type = "connections", port = 8080 }')
     cfg = DrainConfig(probe=probe, interval=r.get("interval", positive_duration, 0.2),

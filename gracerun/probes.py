@@ -15,6 +15,10 @@ http         GET a URL: a number in the body (or a JSON field), or with
              value = "status", 0 when the status is ok and 1 otherwise.
 exec         run a command: exit 0 reads 0, anything else 1.
 tcp          connect: 0 when accepted, 1 when not (readiness gating).
+haproxy      the server's row of HAProxy's `show stat`, from the load balancer
+             itself: drain reads scur + qcur (requests HAProxy has in flight to
+             this server, or queued for it), propagate reads stot (every
+             session it ever sent here), so "quiet" means the LB stopped sending.
 
 A probe that fails to read raises ProbeError; the phases treat a failed read
 as "not yet" and keep polling until their deadline.
@@ -26,9 +30,9 @@ import asyncio
 import json
 import re
 
-from gracerun import httpclient, sockdiag
+from gracerun import haproxy, httpclient, sockdiag
 from gracerun.errors import GracerunError
-from gracerun.plan import ConnectionsProbe, ExecProbe, HttpProbe, Probe, TcpProbe
+from gracerun.plan import ConnectionsProbe, ExecProbe, HaproxyProbe, HttpProbe, Probe, TcpProbe
 from gracerun.supervisor import Supervisor
 
 _NUMBER = re.compile(rb"-?\d+(?:\.\d+)?")
@@ -57,6 +61,9 @@ class InFlight:
             return await read_exec(probe, self.sup)
         if isinstance(probe, TcpProbe):
             return await read_tcp(probe)
+        if isinstance(probe, HaproxyProbe):
+            stats = await read_haproxy(probe)
+            return float(stats.scur + stats.qcur)
         raise ProbeError(f"probe type {probe.kind!r} cannot measure in-flight work")
 
 
@@ -78,6 +85,8 @@ class TrafficCounter:
             return float(self._new)
         if isinstance(probe, HttpProbe):
             return await read_http(probe)
+        if isinstance(probe, HaproxyProbe):
+            return float((await read_haproxy(probe)).stot)
         raise ProbeError(f"probe type {probe.kind!r} cannot count new traffic")
 
 
@@ -131,6 +140,14 @@ async def read_exec(probe: ExecProbe, sup: Supervisor) -> float:
     except GracerunError as exc:
         raise ProbeError(str(exc)) from None
     return 0.0
+
+
+async def read_haproxy(probe: HaproxyProbe) -> haproxy.ServerStats:
+    try:
+        return await haproxy.server_stats(probe.target, probe.backend, probe.server,
+                                          probe.timeout)
+    except haproxy.HaproxyError as exc:
+        raise ProbeError(str(exc)) from None
 
 
 async def read_tcp(probe: TcpProbe) -> float:

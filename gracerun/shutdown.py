@@ -61,14 +61,8 @@ class Pipeline:
         self._task = asyncio.ensure_future(self._run(sup, service_exited))
 
     def cancel(self) -> None:
-        task = self._task
-        if task is not None and not task.done():
-            try:
-                current = asyncio.current_task()
-            except RuntimeError:
-                current = None
-            if current is not task:
-                task.cancel()
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
 
     async def _run(self, sup: Supervisor, service_exited: bool) -> None:
         loop = asyncio.get_running_loop()
@@ -96,6 +90,7 @@ class Pipeline:
             sup.timeline.end("error")
             reason = "pipeline error"
         # 5. Stop: the supervisor sends the stop signal and waits for the tree.
+        self._task = None  # done: nothing left for begin_stop() to cancel
         sup.begin_stop(reason)
 
     # ------------------------------------------------------------- hooks
@@ -183,7 +178,7 @@ class Pipeline:
         hard_end = min(start + cfg.max, deadline)
         last_value: float | None = None
         last_change = start
-        reason, warned = "max reached", False
+        reason, warned, seen_any = "max reached", False, False
         for _ in range(_MAX_POLLS):
             value, error = await _read(counter.read, hard_end)
             if error and not warned:
@@ -191,10 +186,14 @@ class Pipeline:
                       error=error)
                 warned = True
             now = loop.time()
-            if value is None or value != last_value:
-                if last_value is not None or value is None:
-                    last_change = now
-                last_value = value
+            first = value is not None and not seen_any
+            seen_any = seen_any or value is not None
+            if value is None:
+                last_change = now  # no reading: assume traffic (safe side)
+            elif first:
+                last_value = value  # the baseline: quiet is counted from the phase start
+            elif value != last_value:
+                last_change, last_value = now, value
             if now - start >= cfg.min and now - last_change >= cfg.quiet:
                 reason = "quiet"
                 break

@@ -13,10 +13,11 @@ the deque and dispatches each signal in order, as ordinary code.
   Python handlers itself; the byte our handler writes wakes our reader there.
 - `loop.add_signal_handler` is not used: uvloop refuses it for SIGCHLD, and
   one mechanism for every signal keeps their relative order.
-- SIGTTIN and SIGTTOU are ignored, not forwarded: with a terminal gracerun
-  sits in a background process group, and these are the terminal telling
-  gracerun itself to stop; forwarding them would stop the service instead.
-  Ignoring SIGTTOU also lets gracerun hand the terminal to the service.
+- Some signals are about gracerun itself, not requests for the service, and
+  are never forwarded (NOT_FORWARDED says why for each): SIGTTIN/SIGTTOU
+  (with a terminal gracerun sits in a background group; ignoring SIGTTOU
+  also lets it hand the terminal to the service), SIGPIPE/SIGXFSZ from its
+  own writes, and the synchronous fault signals.
 """
 
 from __future__ import annotations
@@ -32,9 +33,25 @@ from gracerun.errors import UsageError
 
 # Every catchable signal gracerun receives is forwarded, real-time ones
 # included (left at their default they would kill gracerun when it is not
-# PID 1, and be dropped when it is), except these.
-NOT_FORWARDED = frozenset({signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD,
-                           signal.SIGTTIN, signal.SIGTTOU})
+# PID 1, and be dropped when it is), except these:
+NOT_FORWARDED = frozenset({
+    signal.SIGKILL, signal.SIGSTOP,  # cannot be caught
+    signal.SIGCHLD,                  # ours: the reaper's cue
+    # Job control aimed at gracerun itself, in the background of a terminal
+    # (see the module docstring): ignored.
+    signal.SIGTTIN, signal.SIGTTOU,
+    # Raised by gracerun's own writes (a preStop client or log reader that
+    # hung up, a full disk): they describe gracerun's I/O, not a request for
+    # the service.  Ignored, as Python does by default.
+    signal.SIGPIPE, signal.SIGXFSZ,
+    # Synchronous faults in gracerun itself: a handler that returns would
+    # re-run the faulting instruction forever.  Left at their default action,
+    # so a crash is a crash (as PID 1 the kernel keeps them from killing us
+    # when sent by another process).
+    signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL, signal.SIGTRAP,
+    signal.SIGSYS,
+})
+IGNORED = (signal.SIGTTIN, signal.SIGTTOU, signal.SIGPIPE, signal.SIGXFSZ)
 # 1-31 and the real-time signals (34-64; glibc keeps 32 and 33 for itself).
 HANDLED = (*(s for s in sorted(signal.valid_signals()) if s not in NOT_FORWARDED),
            signal.SIGCHLD)
@@ -88,8 +105,11 @@ class SignalInbox:
         signal.set_wakeup_fd(self._wfd, warn_on_full_buffer=False)
         for signum in HANDLED:
             signal.signal(signum, self._enqueue)
-        signal.signal(signal.SIGTTIN, signal.SIG_IGN)
-        signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+        for signum in IGNORED:
+            signal.signal(signum, signal.SIG_IGN)
+        for signum in NOT_FORWARDED - set(IGNORED) - {signal.SIGKILL, signal.SIGSTOP,
+                                                      signal.SIGCHLD}:
+            signal.signal(signum, signal.SIG_DFL)
         # Undo a blocked mask inherited from whoever started us.
         signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED)
 

@@ -174,8 +174,10 @@ class Supervisor:
             if self.stop_signal:
                 self.signal_service(self.stop_signal)
                 event(logging.DEBUG, "sent stop signal", signal=signals.name(self.stop_signal))
-                # A stopped (SIGTSTP) service would sit on the signal until SIGKILL.
-                self.signal_service(signal.SIGCONT)
+                # A stopped service (Ctrl-Z stops its whole group) would sit on
+                # the signal until SIGKILL: continue the whole group.
+                if self.service_pid is not None:
+                    tree.signal_group(self.service_pid, signal.SIGCONT)
         else:
             self._stop_leftovers()
         self._check_tree_gone()

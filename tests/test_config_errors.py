@@ -48,7 +48,8 @@ CASES: list[tuple[str, str, tuple[str, ...]]] = [
     ("table expected", "shutdown = 5\n",
      ("shutdown: expected a table, got an integer 5",)),
     ("unknown hook type", '[[shutdown.notify.hooks]]\ntype = "smoke"\n',
-     ("shutdown.notify.hooks[0].type: expected one of exec, http, sleep, signal, got 'smoke'",)),
+     ("shutdown.notify.hooks[0].type: expected one of exec, http, sleep, signal, haproxy, "
+      "got 'smoke'",)),
     ("hook without type", '[[shutdown.notify.hooks]]\nsignal = "SIGUSR1"\n',
      ("shutdown.notify.hooks[0].type: missing; expected one of exec, http, sleep, signal",)),
     ("unknown hook key", '[[shutdown.notify.hooks]]\ntype = "signal"\nsignal = "USR1"\n'
@@ -102,7 +103,8 @@ CASES: list[tuple[str, str, tuple[str, ...]]] = [
      ("shutdown.propagate: an adaptive wait needs a probe",)),
     ("propagate exec probe", '[shutdown.propagate]\n'
      'probe = { type = "exec", command = ["true"] }\n',
-     ("shutdown.propagate.probe.type: expected one of connections, http, got 'exec'",)),
+     ("shutdown.propagate.probe.type: expected one of connections, http, haproxy, "
+      "got 'exec'",)),
     ("drain without probe", '[shutdown.drain]\ntimeout = "10s"\n',
      ("shutdown.drain.probe: missing; expected e.g. probe = ",)),
     ("drain probe without type", '[shutdown.drain]\nprobe = { port = 8080 }\n',
@@ -305,7 +307,7 @@ def test_valid_probe_of_the_wrong_kind_gets_one_message(tmp_path: Path) -> None:
     path.write_text('[shutdown.propagate]\nprobe = { type = "exec", command = ["true"] }\n')
     problems = problems_of(path)
     assert problems == ["shutdown.propagate.probe.type: expected one of connections, http, "
-                        "got 'exec'"]
+                        "haproxy, got 'exec'"]
 
 
 def test_missing_variable_is_reported_at_load_not_at_shutdown(
@@ -401,3 +403,12 @@ def test_flag_problem_names_the_flag_not_the_key(tmp_path: Path) -> None:
     path.write_text("[shutdown]\nbudget = -3\n")
     flagged = problems_of(path, {"shutdown": {"budget": "-4"}})
     assert flagged == ["--budget: expected a duration like \"20s\", got '-4'"]
+
+
+@pytest.mark.parametrize("sig", ["SIGKILL", "SIGCHLD", "SIGTTOU", "SIGPIPE", "SIGSEGV"])
+def test_trigger_that_can_never_arrive_is_rejected(tmp_path: Path, sig: str) -> None:
+    """A trigger gracerun cannot catch, ignores or keeps for itself would leave
+    no way to start the shutdown (and so no budget): rejected with its key path."""
+    path = tmp_path / "gracerun.toml"
+    path.write_text(f'[shutdown]\ntriggers = ["{sig}"]\n')
+    assert_reported(problems_of(path), ("shutdown.triggers: ", "cannot start the shutdown"))

@@ -96,6 +96,29 @@ def test_stopped_service_still_gets_the_stop_signal(launcher: Launcher) -> None:
     assert time.monotonic() - start < 5.0
 
 
+
+def test_stopped_service_group_is_continued(launcher: Launcher) -> None:
+    """Steps: the service (a shell) starts a worker in its group and, on SIGTERM,
+    stops the worker and waits for it; the whole group is stopped (a
+    terminal's ^Z stops the foreground group); SIGTERM to gracerun (child-only
+    mode). gracerun continues the whole group, not only the shell, so the
+    worker can receive the shell's SIGTERM: exit 0 promptly. (Continuing only
+    the shell leaves the worker stopped and the shell waiting until the 30 s
+    budget.)"""
+    script = ('sleep 1000 & w=$!; trap \'kill $w; wait $w; exit 0\' TERM; '
+              'echo "ready $$ $w"; wait')
+    proc = launcher.start(gracerun("-t", "30s", cmd=["sh", "-c", script]))
+    m = proc.expect(r"^ready (\d+) (\d+)")
+    pids = [int(m.group(1)), int(m.group(2))]
+    os.killpg(pids[0], signal.SIGSTOP)
+    wait_for(lambda: all((st := stat(p)) is not None and st.state == "T" for p in pids),
+             what="the group to stop")
+    start = time.monotonic()
+    proc.send(signal.SIGTERM)
+    assert proc.wait(20) == 0
+    assert time.monotonic() - start < 10.0
+
+
 # ------------------------------------------------- what the service leaves
 
 

@@ -282,3 +282,31 @@ field = "inflight"
     assert run.phase_ended("drain")["reason"] == "timeout", run.err.read_text()
     assert run.record_lines() == ["signal SIGTERM", "exit 0"]
     assert code == 0
+
+
+def test_chatty_exec_hook_is_not_killed_by_the_output_cap(h: Harness, tmp_path: Path) -> None:
+    """Steps:
+    1. deregister: an exec hook that prints 20,000 lines (far past the 1,000
+       lines gracerun logs) and then touches a file.
+    2. SIGTERM to gracerun.
+    3. The hook succeeds (gracerun keeps reading past the cap and discards, so
+       the hook never writes into a closed pipe), the file exists, the log
+       says how many lines were dropped, and the app exits 0.
+    """
+    done = tmp_path / "dereg.done"
+    run = h.start(HEAD + f"""
+[[shutdown.deregister.hooks]]
+name = "chatty"
+type = "exec"
+command = ["sh", "-c", "i=0; while [ $i -lt 20000 ]; do echo progress $i; i=$((i+1)); done; \
+touch {done}"]
+timeout = "8s"
+""")
+    run.signal()
+    code = run.wait()
+    assert [(e["hook"], e["outcome"]) for e in run.hooks()] == [("chatty", "ok")], \
+        run.err.read_text()
+    assert done.exists()
+    truncated = run.find("hook output truncated")
+    assert truncated and truncated[0]["lines_dropped"] == 19_000
+    assert code == 0

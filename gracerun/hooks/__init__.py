@@ -30,8 +30,9 @@ class HookTimedOut(HookFailed):
 def runner(hook: Hook) -> Callable[[Any, Supervisor], Awaitable[str]]:
     """The run() coroutine function for this hook's kind."""
     from gracerun.hooks import exec as exec_hook
-    from gracerun.hooks import http, signal, sleep
+    from gracerun.hooks import haproxy, http, signal, sleep
 
     kinds: dict[str, Callable[[Any, Supervisor], Awaitable[str]]] = {
-        "exec": exec_hook.run, "http": http.run, "sleep": sleep.run, "signal": signal.run}
+        "exec": exec_hook.run, "http": http.run, "sleep": sleep.run, "signal": signal.run,
+        "haproxy": haproxy.run}
     return kinds[hook.kind]

@@ -23,10 +23,13 @@ _MAX_LINES = 1000  # a chatty hook cannot flood the log
 
 
 async def _pump_output(fd: int, hook_name: str) -> None:
+    """Log the hook's output line by line; past the cap, read and discard it (closing
+    the pipe early would kill a chatty hook with SIGPIPE)."""
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=_MAX_LINE * 4)
     transport, _ = await loop.connect_read_pipe(
         lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(fd, "rb", buffering=0))
+    dropped = 0
     try:
         for _ in range(_MAX_LINES):
             try:
@@ -37,7 +40,11 @@ async def _pump_output(fd: int, hook_name: str) -> None:
                 return
             text = line[:_MAX_LINE].decode(errors="replace").rstrip()
             event(logging.INFO, "hook output", hook=hook_name, line=text)
+        while chunk := await reader.read(65536):  # ends at EOF; cancelled at hook end
+            dropped += chunk.count(b"\n")
     finally:
+        if dropped:
+            event(logging.INFO, "hook output truncated", hook=hook_name, lines_dropped=dropped)
         transport.close()
 
 

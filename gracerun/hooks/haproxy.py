@@ -1,0 +1,65 @@
+"""haproxy: take this instance out of an HAProxy backend through the Runtime API.
+
+    set server BACKEND/SERVER state drain|maint
+
+then read `show stat` until the server's status shows it took effect.  HAProxy applies
+a state change at its next scheduler pass, not inside the command, so the status is
+polled (for a few milliseconds in practice) within the hook's timeout.  "drain" stops
+new load-balanced traffic while the connections HAProxy holds finish; "maint" also
+stops persistent (stick / cookie) traffic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from gracerun import haproxy
+from gracerun.hooks import HookFailed, HookTimedOut
+from gracerun.plan import HaproxyHook
+from gracerun.supervisor import Supervisor
+
+_POLL = 0.02
+
+
+def took_effect(state: str, status: str) -> bool:
+    """Does `show stat`'s status say the server gets no new traffic in `state`?
+
+    maint shows as "MAINT" (or "MAINT (via b/s)" for a tracked server).  drain shows as
+    "DRAIN" while the server is up; a server whose health check failed shows "DOWN" or
+    "NOLB" whatever its admin state, and gets no new traffic either.  Only "UP" (with
+    its "UP 2/3" form) and "no check" still take new traffic.
+    """
+    if state == "maint":
+        return status.startswith("MAINT")
+    return not status.startswith(("UP", "no check"))
+
+
+async def run(hook: HaproxyHook, sup: Supervisor) -> str:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + hook.timeout
+    where = f"{hook.backend}/{hook.server}"
+
+    def left() -> float:
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            raise HookTimedOut(f"haproxy {hook.target}: timed out after {hook.timeout:g}s")
+        return remaining
+
+    try:
+        before = await haproxy.server_stats(hook.target, hook.backend, hook.server, left())
+        await haproxy.set_server_state(hook.target, hook.backend, hook.server, hook.state,
+                                       left())
+        while True:
+            now = await haproxy.server_stats(hook.target, hook.backend, hook.server, left())
+            if took_effect(hook.state, now.status):
+                break
+            if deadline - loop.time() <= _POLL:
+                raise HookFailed(f"haproxy {hook.target}: {where} still {now.status} after "
+                                 f"'set server {where} state {hook.state}'")
+            await asyncio.sleep(_POLL)
+    except haproxy.HaproxyTimeout:
+        raise HookTimedOut(f"haproxy {hook.target}: timed out after {hook.timeout:g}s") \
+            from None
+    except haproxy.HaproxyError as exc:
+        raise HookFailed(str(exc)) from None
+    return f"{where}: {before.status} -> {now.status} ({now.scur} in flight)"
