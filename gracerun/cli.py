@@ -51,8 +51,11 @@ def _run_parser() -> argparse.ArgumentParser:
                "./gracerun.toml); flags win. 'gracerun help-config' lists the keys.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("-c", "--config", metavar="FILE",
+    parser.add_argument("--config", metavar="FILE",
                         help="configuration file (default: $GRACERUN_CONFIG, ./gracerun.toml)")
+    parser.add_argument("-c", "--single-child", action="store_true",
+                        help="forward to the child only: the default, accepted so that "
+                             "dumb-init's -c works unchanged")
     from gracerun import settings
 
     for setting in settings.SETTINGS:
