@@ -7,7 +7,7 @@ import sys
 
 from gracerun import config
 from gracerun.cli import make_parser
-from gracerun.errors import GracerunError, UsageError
+from gracerun.errors import GracerunError
 
 
 def _grace_period(text: str) -> float:
@@ -112,9 +112,7 @@ def prestop(argv: list[str]) -> int:
 
 
 def report(argv: list[str]) -> int:
-    try:
-        from gracerun import report as report_module
-    except ImportError:
-        raise UsageError("report is not available in this build") from None
+    from gracerun import report as report_module
+
     return int(report_module.main(argv))
 

@@ -27,23 +27,7 @@ import selectors
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Protocol
-
-
-class TimerHandle(Protocol):
-    def cancel(self) -> None: ...
-
-
-class CoreLoop(Protocol):
-    """The loop API the core relies on (a subset of asyncio.AbstractEventLoop)."""
-
-    def add_reader(self, fd: int, callback: Callable[..., Any], *args: Any) -> None: ...
-    def remove_reader(self, fd: int) -> bool: ...
-    def call_soon(self, callback: Callable[..., Any], *args: Any) -> Any: ...
-    def call_later(self, delay: float, callback: Callable[..., Any], *args: Any) -> Any: ...
-    def time(self) -> float: ...
-    def run_forever(self) -> None: ...
-    def stop(self) -> None: ...
+from typing import Any
 
 
 class _Timer:
@@ -60,7 +44,7 @@ class _Timer:
 
 
 class MiniLoop:
-    """A selectors-based loop with the CoreLoop subset of the asyncio API."""
+    """A selectors-based loop with the subset of the asyncio API listed above."""
 
     def __init__(self) -> None:
         self._selector = selectors.DefaultSelector()
