@@ -12,9 +12,10 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING
 
-from gracerun import __version__, config
+from gracerun import __version__
+from gracerun.config import load as config
 from gracerun.errors import GracerunError, UsageError
 
 PROG = "gracerun"
@@ -25,22 +26,10 @@ if TYPE_CHECKING:
     import argparse
 
 
-def make_parser(**kwargs: Any) -> argparse.ArgumentParser:
-    """An argparse parser whose errors are one line and raise UsageError.
-
-    argparse is imported here, not at the top: `gracerun -- CMD` never needs it.
-    """
-    import argparse
-
-    class Parser(argparse.ArgumentParser):
-        def error(self, message: str) -> NoReturn:
-            raise UsageError(f"{message} (see '{self.prog} --help')")
-
-    return Parser(**kwargs)
-
-
 def _run_parser() -> argparse.ArgumentParser:
     import argparse
+
+    from gracerun.commands import make_parser
 
     parser = make_parser(
         prog=PROG,
@@ -56,8 +45,7 @@ def _run_parser() -> argparse.ArgumentParser:
     parser.add_argument("-c", "--single-child", action="store_true",
                         help="forward to the child only: the default, accepted so that "
                              "dumb-init's -c works unchanged")
-    from gracerun import settings
-
+    from gracerun.config import settings
     for setting in settings.SETTINGS:
         kwargs: dict[str, object] = {
             "dest": setting.key.replace(".", "__"),
@@ -96,35 +84,22 @@ def _cmd_run(argv: list[str]) -> int:
             raise UsageError(f"unexpected argument {ns.command[0]!r} before '--' "
                              f"(see '{PROG} --help')")
         config_path = ns.config
-        from gracerun import settings
-
+        from gracerun.config import settings
         overrides = settings.cli_overrides(vars(ns))
     if not command:
         raise UsageError(f"no command given: expected '{PROG} [OPTIONS] -- CMD [ARGS...]'")
     cfg = config.load(config.find_path(config_path), overrides)
 
-    from gracerun import log, run
-
+    from gracerun import app as run
+    from gracerun.core import log
     log.setup(cfg.log.verbosity, cfg.log.format)
     return run.run(cfg, command)
-
-
-def _cmd_help_config(argv: list[str]) -> int:
-    if argv:
-        raise UsageError(f"help-config takes no arguments, got {argv[0]!r}")
-    from gracerun import docs
-
-    sys.stdout.write(docs.reference())
-    return 0
 
 
 def dispatch(argv: list[str]) -> int:
     if argv and argv[0] in SUBCOMMANDS:
         name, rest = argv[0], argv[1:]
-        if name == "help-config":
-            return _cmd_help_config(rest)
         from gracerun import commands
-
         return int(getattr(commands, name.replace("-", "_"))(rest))
     return _cmd_run(argv)
 

@@ -1,18 +1,32 @@
-"""The subcommands beside running a service: check, prestop, report."""
+"""The subcommands beside running a service: check, prestop, report, help-config.
+
+Also the argument-parser factory that cli.py uses for the run flags, so that
+cli.py imports this module and never the other way round."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any, NoReturn
 
-from gracerun import config
-from gracerun.cli import make_parser
-from gracerun.errors import GracerunError
+from gracerun.config import load as config
+from gracerun.errors import GracerunError, UsageError
+
+
+def make_parser(**kwargs: Any) -> argparse.ArgumentParser:
+    """An argparse parser whose errors are one line and raise UsageError.
+
+    argparse is imported here, not at the top: `gracerun -- CMD` never needs it.
+    """
+    class Parser(argparse.ArgumentParser):
+        def error(self, message: str) -> NoReturn:
+            raise UsageError(f"{message} (see '{self.prog} --help')")
+
+    return Parser(**kwargs)
 
 
 def _grace_period(text: str) -> float:
-    from gracerun import values
-
+    from gracerun.config import values
     try:
         return values.duration(text)
     except ValueError as exc:
@@ -23,7 +37,7 @@ def timeline_report(cfg: config.Config, grace_period: float | None) -> tuple[lis
     """The planned shutdown timeline, worst case per phase, and whether it fits."""
     sd = cfg.shutdown
     grace = sd.effective_stop_grace
-    from gracerun.plan import Plan
+    from gracerun.config.plan import Plan
 
     rows = (cfg.plan or Plan()).worst_cases()
     lines = [f"{'phase':<12} {'worst case':>11} {'starts by':>10}  notes"]
@@ -81,8 +95,7 @@ def check(argv: list[str]) -> int:
 
 
 def prestop(argv: list[str]) -> int:
-    from gracerun import control
-
+    from gracerun.lifecycle import control
     parser = make_parser(prog="gracerun prestop",
                      description="Kubernetes preStop hook: start the running gracerun's "
                                  "shutdown and wait until it reaches the stop phase.")
@@ -112,7 +125,14 @@ def prestop(argv: list[str]) -> int:
 
 
 def report(argv: list[str]) -> int:
-    from gracerun import report as report_module
-
+    from gracerun.observe import report as report_module
     return int(report_module.main(argv))
 
+
+def help_config(argv: list[str]) -> int:
+    if argv:
+        raise UsageError(f"help-config takes no arguments, got {argv[0]!r}")
+    from gracerun.config import reference
+
+    sys.stdout.write(reference.reference())
+    return 0

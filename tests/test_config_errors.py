@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from gracerun import config
+from gracerun.config import load as config
 from gracerun.errors import ConfigError
 
 pytestmark = pytest.mark.timeout(60)

@@ -19,7 +19,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from gracerun import config, values
+from gracerun.config import load as config
+from gracerun.config import values
 from gracerun.errors import ConfigError
 
 pytestmark = pytest.mark.timeout(60)

@@ -12,9 +12,11 @@ from typing import Any
 
 import pytest
 
-from gracerun import cli, config, docs, settings, values
-from gracerun.errors import ConfigError
-from gracerun.plan import (
+from gracerun import cli
+from gracerun.config import load as config
+from gracerun.config import reference as docs
+from gracerun.config import settings, values
+from gracerun.config.plan import (
     ConnectionsProbe,
     DrainConfig,
     ExecHook,
@@ -28,6 +30,7 @@ from gracerun.plan import (
     SleepHook,
     TcpProbe,
 )
+from gracerun.errors import ConfigError
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -33,10 +33,11 @@ from typing import Any
 import pytest
 from pipeline_support import APP, Background, Harness, free_port, harness, http_get, wait_for
 
-from gracerun import config, haproxy
+from gracerun.clients import haproxy
+from gracerun.config import load as config
+from gracerun.config.plan import HaproxyHook, HaproxyProbe
 from gracerun.errors import ConfigError
-from gracerun.hooks.haproxy import took_effect
-from gracerun.plan import HaproxyHook, HaproxyProbe
+from gracerun.lifecycle.hooks.haproxy import took_effect
 
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 DOC = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"

@@ -1,4 +1,4 @@
-"""gracerun.httpclient against real servers on loopback: http.server in a thread for
+"""gracerun.clients.http against real servers on loopback: http.server in a thread for
 well-behaved peers, raw sockets for peers that misbehave."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gracerun.httpclient import HttpError, parse_url, request
+from gracerun.clients.http import HttpError, parse_url, request
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -481,9 +481,10 @@ def test_imports_stay_light() -> None:
     so gracerun starts as fast as it can."""
     code = (
         "import sys, asyncio, urllib.parse, dataclasses; before = set(sys.modules);"
-        "import gracerun.httpclient; print(sorted(set(sys.modules) - before))"
+        "import gracerun.clients.http; print(sorted(set(sys.modules) - before))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, timeout=30, cwd=Path(__file__).parent.parent)  # fmt: skip
     loaded = set(ast.literal_eval(out.stdout))
-    assert loaded <= {"__future__", "gracerun", "gracerun.errors", "gracerun.httpclient"}
+    assert loaded <= {"__future__", "gracerun", "gracerun.errors", "gracerun.clients",
+                      "gracerun.clients.http"}

@@ -14,11 +14,11 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_om
 
-from gracerun import report, server, state
+from gracerun.config.plan import HookPhase, Plan, SleepHook
+from gracerun.core.timeline import HookRecord, Timeline
 from gracerun.errors import GracerunError, UsageError
-from gracerun.metrics import PHASES, LastShutdownCollector, Metrics
-from gracerun.plan import HookPhase, Plan, SleepHook
-from gracerun.timeline import HookRecord, Timeline
+from gracerun.observe import report, server, state
+from gracerun.observe.metrics import PHASES, LastShutdownCollector, Metrics
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gracerun import reaper, signals, values
+from gracerun.config import values
+from gracerun.core import reaper, signals
 from gracerun.errors import UsageError
 
 pytestmark = pytest.mark.timeout(60)

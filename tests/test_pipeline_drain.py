@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from pipeline_support import Background, Harness, harness, http_get, inflight, wait_for
 
-from gracerun import sockdiag
+from gracerun.clients import sockdiag
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gracerun import sockdiag
-from gracerun.sockdiag import (
+from gracerun.clients import sockdiag
+from gracerun.clients.sockdiag import (
     SockDiagError,
     TcpSocket,
     TcpState,

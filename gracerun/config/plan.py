@@ -18,8 +18,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from gracerun import values
-from gracerun.validate import Reader, boolean, choice, describe, list_of, positive_duration
+from gracerun.config import values
+from gracerun.config.reader import Reader, boolean, choice, describe, list_of, positive_duration
 
 HOOK_PHASES = ("notify", "deregister")
 FAILURE_POLICIES = ("continue", "stop")
@@ -288,7 +288,7 @@ def url(env: Mapping[str, str] | None) -> Callable[[Any], str]:
     expand = text(env)
 
     def parse(value: Any) -> str:
-        from gracerun.httpclient import HttpError, parse_url
+        from gracerun.clients.http import HttpError, parse_url
 
         expanded = expand(value)
         try:
@@ -319,7 +319,7 @@ def _haproxy_name(what: str, env: Mapping[str, str] | None) -> Callable[[Any], s
     expand = text(env)
 
     def parse(value: Any) -> str:
-        from gracerun.haproxy import NAME
+        from gracerun.clients.haproxy import NAME
 
         expanded = expand(value)
         if not NAME.match(expanded):
@@ -346,7 +346,7 @@ def _haproxy_address(env: Mapping[str, str] | None) -> Callable[[Any], str]:
     expand = text(env)
 
     def parse(value: Any) -> str:
-        from gracerun.haproxy import HaproxyError, parse_address
+        from gracerun.clients.haproxy import HaproxyError, parse_address
 
         address = expand(value)
         try:

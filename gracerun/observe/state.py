@@ -25,13 +25,13 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from gracerun import __version__
-from gracerun.log import event
+from gracerun.core.log import event
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
-    from gracerun.config import PushgatewayConfig
-    from gracerun.timeline import Timeline
+    from gracerun.config.load import PushgatewayConfig
+    from gracerun.core.timeline import Timeline
 
 SCHEMA = 1
 # Pushing after a SIGKILL finds the budget spent; the shutdown that ran out of

@@ -10,7 +10,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from gracerun import values
+from gracerun.config import values
 
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]*$")
 

@@ -21,9 +21,9 @@ import socket
 import stat
 from typing import Any
 
+from gracerun.core.log import event
+from gracerun.core.supervisor import Supervisor
 from gracerun.errors import GracerunError, UsageError
-from gracerun.log import event
-from gracerun.supervisor import Supervisor
 
 _MAX_CLIENTS = 16  # listen backlog, and accepts per wake-up
 _MAX_OPEN = 64  # connections held at once

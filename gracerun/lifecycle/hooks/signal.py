@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 
-from gracerun import signals
-from gracerun.hooks import HookFailed
-from gracerun.plan import SignalHook
-from gracerun.supervisor import Supervisor
+from gracerun.config.plan import SignalHook
+from gracerun.core import signals
+from gracerun.core.supervisor import Supervisor
+from gracerun.lifecycle.hooks import HookFailed
 
 
 async def run(hook: SignalHook, sup: Supervisor) -> str:

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 from gracerun.errors import GracerunError
 
 if TYPE_CHECKING:
-    from gracerun.plan import Hook
-    from gracerun.supervisor import Supervisor
+    from gracerun.config.plan import Hook
+    from gracerun.core.supervisor import Supervisor
 
 
 class HookFailed(GracerunError):
@@ -29,8 +29,8 @@ class HookTimedOut(HookFailed):
 
 def runner(hook: Hook) -> Callable[[Any, Supervisor], Awaitable[str]]:
     """The run() coroutine function for this hook's kind."""
-    from gracerun.hooks import exec as exec_hook
-    from gracerun.hooks import haproxy, http, signal, sleep
+    from gracerun.lifecycle.hooks import exec as exec_hook
+    from gracerun.lifecycle.hooks import haproxy, http, signal, sleep
 
     kinds: dict[str, Callable[[Any, Supervisor], Awaitable[str]]] = {
         "exec": exec_hook.run, "http": http.run, "sleep": sleep.run, "signal": signal.run,

@@ -18,8 +18,8 @@ import sys
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from gracerun import state
 from gracerun.errors import GracerunError, UsageError
+from gracerun.observe import state
 
 CHART_COLUMNS = 50
 PHASE_COLOURS = {"notify": "#4e79a7", "deregister": "#76b7b2", "propagate": "#f28e2b",

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
-from gracerun import httpclient
-from gracerun.hooks import HookFailed, HookTimedOut
-from gracerun.plan import HttpHook
-from gracerun.supervisor import Supervisor
+from gracerun.clients import http as httpclient
+from gracerun.config.plan import HttpHook
+from gracerun.core.supervisor import Supervisor
+from gracerun.lifecycle.hooks import HookFailed, HookTimedOut
 
 
 def _accepted(hook: HttpHook, status: int) -> bool:

@@ -28,14 +28,14 @@ import os
 import re
 from typing import TYPE_CHECKING, Any
 
+from gracerun.config.plan import HttpProbe, Probe, TcpProbe
+from gracerun.core.log import event
 from gracerun.errors import UsageError
-from gracerun.log import event
-from gracerun.plan import HttpProbe, Probe, TcpProbe
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
-    from gracerun.supervisor import Supervisor
+    from gracerun.core.supervisor import Supervisor
 
 MAX_HEAD_BYTES = 8 * 1024  # request line and headers
 MAX_HEADER_LINES = 64
@@ -157,8 +157,7 @@ async def _passes(probe: Probe) -> bool:
         writer.close()
         return True
     if isinstance(probe, HttpProbe):
-        from gracerun import httpclient
-
+        from gracerun.clients import http as httpclient
         try:
             resp = await httpclient.request("GET", probe.url, timeout=probe.timeout)
         except (httpclient.HttpError, OSError):

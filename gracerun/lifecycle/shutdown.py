@@ -25,14 +25,14 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from gracerun.config import Config
+from gracerun.config.load import Config
+from gracerun.config.plan import DrainConfig, Hook, HookPhase, PropagateConfig
+from gracerun.core.log import event
+from gracerun.core.supervisor import Supervisor
+from gracerun.core.timeline import HookRecord
 from gracerun.errors import GracerunError
-from gracerun.hooks import HookTimedOut, runner
-from gracerun.log import event
-from gracerun.plan import DrainConfig, Hook, HookPhase, PropagateConfig
-from gracerun.probes import InFlight, ProbeError, TrafficCounter
-from gracerun.supervisor import Supervisor
-from gracerun.timeline import HookRecord
+from gracerun.lifecycle.hooks import HookTimedOut, runner
+from gracerun.lifecycle.probes import InFlight, ProbeError, TrafficCounter
 
 _MAX_POLLS = 1_000_000
 _HOOK_SLACK = 0.1  # every polling loop is also bounded by its deadline

@@ -17,12 +17,12 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from gracerun import values
+from gracerun.config import values
+from gracerun.config.reader import Reader, boolean, choice, describe, list_of, positive_duration
 from gracerun.errors import ConfigError
-from gracerun.validate import Reader, boolean, choice, describe, list_of, positive_duration
 
 if TYPE_CHECKING:  # plan.py is imported only for configs that use it (start-up time)
-    from gracerun.plan import Plan, Probe
+    from gracerun.config.plan import Plan, Probe
 
 DEFAULT_BUDGET = 30.0
 PHASE_TABLES = ("notify", "deregister", "propagate", "drain")
@@ -186,8 +186,7 @@ def _read_core(root: Reader) -> dict[str, Any]:
 
 
 def _trigger(value: Any) -> int:
-    from gracerun import signals
-
+    from gracerun.core import signals
     signum = values.signal_number(value)
     if signum in signals.NOT_FORWARDED:
         raise ValueError(f"{signals.name(signum)} can never reach gracerun's dispatcher (it is "
@@ -238,7 +237,7 @@ def _read_observe(root: Reader, env: Mapping[str, str] | None) -> dict[str, Any]
     sv.seen.add("ready_probe")
     ready_probe = None
     if "ready_probe" in sv.data:
-        from gracerun.plan import read_probe
+        from gracerun.config.plan import read_probe
 
         ready_probe = read_probe(sv.table("ready_probe"), env, ("http", "tcp"))
     server = ServerConfig(listen=sv.get("listen", _listen_address, None),
@@ -250,7 +249,7 @@ def _read_observe(root: Reader, env: Mapping[str, str] | None) -> dict[str, Any]
     st.seen.add("pushgateway")
     push = None
     if "pushgateway" in st.data:
-        from gracerun.plan import string_table, text, url
+        from gracerun.config.plan import string_table, text, url
 
         pg = st.table("pushgateway")
         if "url" not in pg.data:
@@ -282,7 +281,7 @@ def build(data: Mapping[str, Any], *, source: str = "",
     sd.seen.update(PHASE_TABLES)  # known keys even when absent (did-you-mean)
     plan = None
     if any(name in sd.data for name in PHASE_TABLES):
-        from gracerun.plan import ConnectionsProbe, HaproxyProbe, read_plan
+        from gracerun.config.plan import ConnectionsProbe, HaproxyProbe, read_plan
 
         plan = read_plan(sd, env)
     sd.finish()
@@ -355,7 +354,7 @@ def load(path: str | None, overrides: Mapping[str, Any] | None = None) -> Config
     data = read_toml(path) if path else {}
     labels = {}
     if overrides:
-        from gracerun.settings import flag_for
+        from gracerun.config.settings import flag_for
 
         for table, entries in overrides.items():
             for key in entries:

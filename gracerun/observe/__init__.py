@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
-    from gracerun.supervisor import Supervisor
-    from gracerun.timeline import Timeline
+    from gracerun.core.supervisor import Supervisor
+    from gracerun.core.timeline import Timeline
 
 
 def setup(sup: Supervisor) -> None:
@@ -39,7 +39,7 @@ def setup(sup: Supervisor) -> None:
 
     server = None
     if cfg.server.listen is not None:
-        from gracerun.server import Server
+        from gracerun.observe.server import Server
 
         assert registry is not None
         server = Server(sup, registry)
@@ -53,13 +53,11 @@ def setup(sup: Supervisor) -> None:
 def _registry(sup: Supervisor) -> CollectorRegistry:
     from prometheus_client import CollectorRegistry
 
-    from gracerun import metrics
-
+    from gracerun.observe import metrics
     registry = CollectorRegistry()
     metrics.Metrics(registry, sup.timeline, sup.cfg.plan).attach(sup)
     if sup.cfg.state.file is not None:
-        from gracerun import state
-
+        from gracerun.observe import state
         previous = state.read_previous(sup.cfg.state.file)
         if previous is not None:
             registry.register(metrics.LastShutdownCollector(previous))
@@ -68,8 +66,7 @@ def _registry(sup: Supervisor) -> CollectorRegistry:
 
 def _finish(sup: Supervisor, registry: CollectorRegistry | None) -> None:
     """Leave the record of this shutdown where it outlives the process."""
-    from gracerun import state
-
+    from gracerun.observe import state
     cfg = sup.cfg.state
     timeline: Timeline = sup.timeline
     if cfg.file is not None:

@@ -28,12 +28,13 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from gracerun import __version__, signals
-from gracerun.plan import Plan
-from gracerun.timeline import HookRecord, PhaseRecord, Timeline
+from gracerun import __version__
+from gracerun.config.plan import Plan
+from gracerun.core import signals
+from gracerun.core.timeline import HookRecord, PhaseRecord, Timeline
 
 if TYPE_CHECKING:
-    from gracerun.supervisor import Supervisor
+    from gracerun.core.supervisor import Supervisor
 
 PHASES = ("running", "notify", "deregister", "propagate", "drain", "stop", "kill", "done")
 HOOK_OUTCOMES = ("ok", "failed", "timeout")

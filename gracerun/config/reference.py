@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gracerun import settings
+from gracerun.config import settings
 
 
 def reference() -> str:

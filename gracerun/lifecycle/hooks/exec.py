@@ -12,11 +12,11 @@ import logging
 import os
 import signal
 
-from gracerun.hooks import HookFailed
-from gracerun.log import event
-from gracerun.plan import ExecHook
-from gracerun.spawn import Redirect, spawn
-from gracerun.supervisor import Supervisor
+from gracerun.config.plan import ExecHook
+from gracerun.core.log import event
+from gracerun.core.spawn import Redirect, spawn
+from gracerun.core.supervisor import Supervisor
+from gracerun.lifecycle.hooks import HookFailed
 
 _MAX_LINE = 4096
 _MAX_LINES = 1000  # a chatty hook cannot flood the log

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from gracerun.plan import SleepHook
-from gracerun.supervisor import Supervisor
+from gracerun.config.plan import SleepHook
+from gracerun.core.supervisor import Supervisor
 
 
 async def run(hook: SleepHook, sup: Supervisor) -> str:

@@ -25,12 +25,12 @@ import signal
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from gracerun import linux, signals, tree
-from gracerun.config import Config
-from gracerun.log import event
-from gracerun.reaper import Reaper
-from gracerun.spawn import spawn
-from gracerun.timeline import Timeline
+from gracerun.config.load import Config
+from gracerun.core import linux, signals, tree
+from gracerun.core.log import event
+from gracerun.core.reaper import Reaper
+from gracerun.core.spawn import spawn
+from gracerun.core.timeline import Timeline
 
 log = logging.getLogger("gracerun")
 
@@ -292,7 +292,7 @@ def configure_process(cfg: Config) -> None:
 def run(cfg: Config, argv: Sequence[str], *, setup: Callable[[Supervisor], None] | None = None
         ) -> int:
     """Run the service to the end; return gracerun's exit code."""
-    from gracerun.loop import new_loop
+    from gracerun.core.loop import new_loop
 
     configure_process(cfg)
     loop = new_loop(cfg.needs_asyncio)

@@ -30,10 +30,18 @@ import asyncio
 import json
 import re
 
-from gracerun import haproxy, httpclient, sockdiag
+from gracerun.clients import haproxy, sockdiag
+from gracerun.clients import http as httpclient
+from gracerun.config.plan import (
+    ConnectionsProbe,
+    ExecProbe,
+    HaproxyProbe,
+    HttpProbe,
+    Probe,
+    TcpProbe,
+)
+from gracerun.core.supervisor import Supervisor
 from gracerun.errors import GracerunError
-from gracerun.plan import ConnectionsProbe, ExecProbe, HaproxyProbe, HttpProbe, Probe, TcpProbe
-from gracerun.supervisor import Supervisor
 
 _NUMBER = re.compile(rb"-?\d+(?:\.\d+)?")
 
@@ -126,9 +134,9 @@ async def read_http(probe: HttpProbe) -> float:
 
 
 async def read_exec(probe: ExecProbe, sup: Supervisor) -> float:
-    from gracerun.hooks import HookFailed
-    from gracerun.hooks.exec import run
-    from gracerun.plan import ExecHook
+    from gracerun.config.plan import ExecHook
+    from gracerun.lifecycle.hooks import HookFailed
+    from gracerun.lifecycle.hooks.exec import run
 
     hook = ExecHook(name="probe", command=probe.command, timeout=probe.timeout)
     try:

@@ -12,7 +12,7 @@ import re
 import signal
 from collections.abc import Mapping
 
-from gracerun import signals
+from gracerun.core import signals
 from gracerun.errors import UsageError
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")

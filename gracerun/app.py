@@ -10,10 +10,10 @@ import logging
 import os
 from collections.abc import Sequence
 
-from gracerun import supervisor
-from gracerun.config import Config
+from gracerun.config.load import Config
+from gracerun.core import supervisor
+from gracerun.core.log import event
 from gracerun.errors import UsageError
-from gracerun.log import event
 
 
 def _wire(sup: supervisor.Supervisor) -> None:
@@ -22,17 +22,15 @@ def _wire(sup: supervisor.Supervisor) -> None:
     if problem:
         event(logging.WARNING, problem)
     from gracerun import observe
-
     observe.setup(sup)  # metrics, endpoint, state file: imports only what is configured
     if cfg.has_pipeline:
-        from gracerun.shutdown import Pipeline
+        from gracerun.lifecycle.shutdown import Pipeline
 
         sup.prestop = Pipeline(cfg)
     path = cfg.control.path(pid1=os.getpid() == 1)
     if path is None:
         return
-    from gracerun import control
-
+    from gracerun.lifecycle import control
     try:
         control.ControlServer(sup, path).open()
     except UsageError as exc:

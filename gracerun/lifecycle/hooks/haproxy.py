@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import asyncio
 
-from gracerun import haproxy
-from gracerun.hooks import HookFailed, HookTimedOut
-from gracerun.plan import HaproxyHook
-from gracerun.supervisor import Supervisor
+from gracerun.clients import haproxy
+from gracerun.config.plan import HaproxyHook
+from gracerun.core.supervisor import Supervisor
+from gracerun.lifecycle.hooks import HookFailed, HookTimedOut
 
 _POLL = 0.02
 
