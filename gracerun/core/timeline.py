@@ -1,8 +1,9 @@
 """The record of one shutdown: phases, hooks, outcomes and timings.
 
-The supervisor and the pipeline write into it; logs, metrics and the state
-file read from it through listeners, so none of them needs to know another.
-Times are monotonic (loop.time()) for durations, wall-clock only as labels.
+Only the lifecycle (lifecycle.py) writes into it, as it changes state; the
+state file, the report and the metrics read it.  Observers that want to know
+*when* something happened subscribe to the lifecycle's events, not to this.
+Times are monotonic (the loop's clock) for durations, wall-clock only as labels.
 """
 
 from __future__ import annotations
@@ -49,9 +50,6 @@ class PhaseRecord:
                 "reason": self.reason, "detail": dict(self.detail)}
 
 
-Listener = Callable[[str, Any], None]  # (event, record): event is "phase-start", ...
-
-
 class Timeline:
     def __init__(self, clock: Callable[[], float], budget: float) -> None:
         self._clock = clock
@@ -64,11 +62,6 @@ class Timeline:
         self.exit_code: int | None = None
         self.killed = False
         self.current: PhaseRecord | None = None
-        self.listeners: list[Listener] = []
-
-    def _emit(self, event: str, record: Any) -> None:
-        for listener in self.listeners:
-            listener(event, record)
 
     def elapsed(self) -> float:
         return 0.0 if self.started_at is None else self._clock() - self.started_at
@@ -81,43 +74,23 @@ class Timeline:
         self.trigger = trigger
         self.started_at = self._clock()
         self.started_wall = time.time()
-        self._emit("shutdown-start", self)
 
     def begin(self, name: str) -> PhaseRecord:
-        """Start a phase, ending the current one if it is still open."""
-        if self.current is not None:
-            self.end("superseded by " + name)
+        """Open a phase's record (the current one must have been ended)."""
         record = PhaseRecord(name=name, start=self.elapsed())
         self.phases.append(record)
         self.current = record
-        self._emit("phase-start", record)
         return record
 
-    def end(self, reason: str, **detail: Any) -> None:
+    def end(self, reason: str) -> PhaseRecord | None:
+        """Close the open phase's record, if any, with why it ended."""
         record = self.current
         if record is None:
-            return
+            return None
         record.duration = self.elapsed() - record.start
         record.reason = reason
-        record.detail.update(detail)
         self.current = None
-        self._emit("phase-end", record)
-
-    def hook(self, record: HookRecord) -> None:
-        self.hooks.append(record)
-        self._emit("hook", record)
-
-    def probe(self, phase: str, value: float) -> None:
-        """A probe reading (drain: in-flight work) for live observers."""
-        if self.current is not None:
-            self.current.detail["last_reading"] = value
-        self._emit("probe", {"phase": phase, "value": value})
-
-    def finish(self, exit_code: int) -> None:
-        if self.current is not None:
-            self.end("service tree gone")
-        self.exit_code = exit_code
-        self._emit("shutdown-end", self)
+        return record
 
     def to_dict(self) -> dict[str, Any]:
         return {

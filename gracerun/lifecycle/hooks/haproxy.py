@@ -15,7 +15,7 @@ import asyncio
 
 from gracerun.clients import haproxy
 from gracerun.config.plan import HaproxyHook
-from gracerun.core.supervisor import Supervisor
+from gracerun.core.service import Service
 from gracerun.lifecycle.hooks import HookFailed, HookTimedOut
 
 _POLL = 0.02
@@ -34,7 +34,7 @@ def took_effect(state: str, status: str) -> bool:
     return not status.startswith(("UP", "no check"))
 
 
-async def run(hook: HaproxyHook, sup: Supervisor) -> str:
+async def run(hook: HaproxyHook, service: Service) -> str:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + hook.timeout
     where = f"{hook.backend}/{hook.server}"
