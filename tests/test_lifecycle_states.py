@@ -121,6 +121,7 @@ class FakeProcesses(Processes):
         self.reaper = reaper
         self.group_signals: list[int] = []
         self.killed = False
+        self.continued = 0
 
     def spawn(self, argv: Sequence[str], tty_fd: int | None) -> int:
         self.reaper.children.add(SERVICE_PID)
@@ -139,6 +140,10 @@ class FakeProcesses(Processes):
     def kill_all(self, service_pgid: int | None) -> int:
         self.killed = True
         return len(self.reaper.children)
+
+    def continue_stopped(self, pgid: int | None, pids: Sequence[int] = ()) -> int:
+        self.continued += 1
+        return 0
 
 
 class FakePreStop:
@@ -347,6 +352,33 @@ def test_leftovers_keep_the_run_in_stop_until_they_are_gone() -> None:
     w.reaper.exits.append((777, 143))
     w.signal(signal.SIGCHLD)
     assert w.state is State.DONE and w.sup.lifecycle.exit_code == 0
+
+
+def test_leftovers_get_the_stop_grace_not_the_budget() -> None:
+    """The service exits 0 and leaves a process that ignores SIGTERM: it is killed at
+    the stop grace (5 s of a 30 s budget), and the exit code stays the service's."""
+    w = World(budget="30s")
+    w.reaper.children.add(777)
+    w.service_exits(0)
+    w.loop.advance(4.9)
+    assert w.state is State.STOP and not w.processes.killed
+    w.loop.advance(0.2)
+    assert w.state is State.KILL and w.processes.killed
+    assert w.transitions()[-1][2] == "leftovers outlived the stop grace"
+    w.reaper.exits.append((777, 137))
+    w.signal(signal.SIGCHLD)
+    assert w.state is State.DONE and w.sup.lifecycle.exit_code == 0
+
+
+def test_a_signal_for_a_service_that_is_gone_is_not_counted() -> None:
+    w = World(pipeline=True)
+    forwarded: list[int] = []
+    w.sup.on_forward.append(forwarded.append)
+    w.signal(signal.SIGUSR1)
+    assert forwarded == [signal.SIGUSR1] and w.service.received == [signal.SIGUSR1]
+    w.service_exits(0)
+    w.signal(signal.SIGUSR1)  # nothing left to send it to
+    assert forwarded == [signal.SIGUSR1]
 
 
 def test_success_codes_are_remapped_at_done() -> None:

@@ -1,7 +1,8 @@
 """The lifecycle of one run: one state, changed in one place, seen by everyone.
 
-    STARTING -> READY -> NOTIFY -> DEREGISTER -> PROPAGATE -> DRAIN -> STOP -> KILL -> DONE
-                         '------------- pre-stop phases -------------'
+    STARTING -> REGISTER -> READY -> NOTIFY -> DEREGISTER -> PROPAGATE -> DRAIN
+    '--- start-up ----'              '------------- pre-stop phases -------------'
+        -> STOP -> KILL -> DONE
 
 Why one value and not flags.  The run used to keep `shutdown_started`,
 `stopping`, `killed` and `exit_code` on the supervisor while metrics, the
@@ -39,15 +40,16 @@ from gracerun.core.timeline import HookRecord, PhaseRecord, Timeline
 class State(enum.IntEnum):
     """The run's states, in the only order they can be entered."""
 
-    STARTING = 0  # the service is spawned; start-up not finished
-    READY = 1  # the service runs and takes work
-    NOTIFY = 2  # pre-stop: tell the service to stop background work
-    DEREGISTER = 3  # pre-stop: take it out of registries and load balancers
-    PROPAGATE = 4  # pre-stop: wait until the world has noticed
-    DRAIN = 5  # pre-stop: wait until nothing is in flight
-    STOP = 6  # the stop signal is sent; waiting for the tree to go
-    KILL = 7  # the budget is spent: SIGKILL to the whole tree
-    DONE = 8  # the tree is gone; the exit code is known
+    STARTING = 0  # the service is spawned; waiting until it is ready
+    REGISTER = 1  # start-up: put it (back) into registries and load balancers
+    READY = 2  # the service runs and takes work
+    NOTIFY = 3  # pre-stop: tell the service to stop background work
+    DEREGISTER = 4  # pre-stop: take it out of registries and load balancers
+    PROPAGATE = 5  # pre-stop: wait until the world has noticed
+    DRAIN = 6  # pre-stop: wait until nothing is in flight
+    STOP = 7  # the stop signal is sent; waiting for the tree to go
+    KILL = 8  # the budget is spent: SIGKILL to the whole tree
+    DONE = 9  # the tree is gone; the exit code is known
 
     @property
     def label(self) -> str:
@@ -55,6 +57,7 @@ class State(enum.IntEnum):
         return self.name.lower()
 
 
+STARTUP = (State.STARTING, State.REGISTER)
 PRESTOP = (State.NOTIFY, State.DEREGISTER, State.PROPAGATE, State.DRAIN)
 # States that are shutdown phases, with a timeline record each.
 SHUTDOWN = (*PRESTOP, State.STOP, State.KILL)
@@ -93,6 +96,7 @@ class Lifecycle:
         self._clock = clock
         self.state = State.STARTING
         self.timeline = Timeline(clock, budget)
+        self.timeline.begin_startup(State.STARTING.label)
         self.exit_code: int | None = None  # gracerun's own, set when DONE is entered
         self._listeners: list[Listener] = []
 
@@ -139,11 +143,17 @@ class Lifecycle:
         if (state is State.DONE) != (exit_code is not None):
             raise InvalidTransition("DONE, and only DONE, takes the exit code")
         timeline = self.timeline
+        ended = started = None
+        if previous in STARTUP:
+            ended = timeline.end_startup(reason)
+        if state is State.READY:
+            timeline.ready_after = timeline.since_start()
         if state in SHUTDOWN and previous < State.NOTIFY:
             timeline.begin_shutdown(reason)
-        ended = timeline.end(reason)
-        started = None
-        if state in SHUTDOWN:
+        ended = timeline.end(reason) or ended
+        if state in STARTUP:
+            started = timeline.begin_startup(state.label)
+        elif state in SHUTDOWN:
             started = timeline.begin(state.label)
             if state is State.KILL:
                 timeline.killed = True
@@ -158,11 +168,18 @@ class Lifecycle:
 
     def note(self, **detail: object) -> None:
         """Add details to the current phase's record (shown when it ends)."""
-        if self.timeline.current is not None:
-            self.timeline.current.detail.update(detail)
+        record = self.timeline.current
+        if self.state in STARTUP:
+            record = self.timeline.startup_current
+        if record is not None:
+            record.detail.update(detail)
 
     def hook(self, record: HookRecord) -> None:
-        self.timeline.hooks.append(record)
+        """A hook ran: a start-up hook (phase "register") or a shutdown one."""
+        if record.phase == State.REGISTER.label:
+            self.timeline.startup_hooks.append(record)
+        else:
+            self.timeline.hooks.append(record)
         self._emit(record)
 
     def probe(self, phase: str, value: float) -> None:

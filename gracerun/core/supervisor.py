@@ -54,6 +54,14 @@ class PreStop(Protocol):
     def cancel(self) -> None: ...
 
 
+class StartUp(Protocol):
+    """The start-up sequence (lifecycle/startup.py): enters READY when it is done."""
+
+    def start(self) -> None: ...
+    def cancel(self) -> None: ...
+    def skip_at_shutdown(self, hook: Any) -> bool: ...
+
+
 class Processes:
     """The process operations the supervisor performs, in one replaceable place.
 
@@ -77,6 +85,24 @@ class Processes:
     def kill_all(self, service_pgid: int | None) -> int:
         return tree.kill_all(service_pgid)
 
+    def continue_stopped(self, pgid: int | None, pids: Sequence[int] = ()) -> int:
+        """SIGCONT to the processes of group `pgid` (and of `pids`) that are stopped.
+
+        Only to those in job-control stop (state T): a running service must see
+        exactly the signals it was sent, as under tini and dumb-init, while a
+        service stopped by ^Z must still wake to act on its stop signal.
+        """
+        wanted = set(pids)
+        sent = 0
+        for pid, state, pgrp in _proc_states():
+            if state == "T" and (pgrp == pgid or pid in wanted):
+                try:
+                    os.kill(pid, signal.SIGCONT)
+                    sent += 1
+                except (ProcessLookupError, PermissionError):
+                    continue
+        return sent
+
 
 class Trigger(NamedTuple):
     """What started the shutdown; set once."""
@@ -97,10 +123,12 @@ class Supervisor:
         self.processes = processes or Processes()
         self.lifecycle = Lifecycle(loop.time, cfg.shutdown.budget)
         self.prestop: PreStop | None = None
+        self.startup: StartUp | None = None
         self.trigger: Trigger | None = None
         self.stop_signal = cfg.shutdown.stop_signal or signal.SIGTERM
         self._trigger_signals = 0  # trigger signals received after the shutdown began
         self._kill_timer: Any = None
+        self._leftover_timer: Any = None
         self._settle_timer: Any = None
         # Observers for metrics: (signal sent) and (the service's exit code).
         self.on_forward: list[Callable[[int], None]] = []
@@ -121,7 +149,11 @@ class Supervisor:
         self.reaper.watch(pid, self._service_exited)
         self.service.pid = pid
         event(logging.DEBUG, "started service", pid=pid, argv=" ".join(argv))
-        if not self.lifecycle.shutting_down:  # it may have exited already
+        if self.lifecycle.shutting_down:  # a trigger came first
+            return
+        if self.startup is not None:
+            self.startup.start()  # enters READY once the service is ready and registered
+        else:
             self.lifecycle.enter(State.READY, "service started")
 
     # ------------------------------------------------------------- signals
@@ -160,7 +192,10 @@ class Supervisor:
         if target == 0:
             event(logging.DEBUG, "dropped signal", signal=signals.name(signum))
             return
-        self.service.signal(target)
+        if not self.service.signal(target):
+            event(logging.DEBUG, "not forwarded: the service is gone",
+                  signal=signals.name(signum))
+            return
         for observer in self.on_forward:
             observer(target)
         event(logging.DEBUG, "forwarded signal", signal=signals.name(signum),
@@ -179,6 +214,8 @@ class Supervisor:
         if self.lifecycle.shutting_down:
             return
         self.trigger = Trigger(trigger, from_prestop)
+        if self.startup is not None:
+            self.startup.cancel()
         if self.cfg.shutdown.stop_signal is None:
             # The trigger's signal, rewritten (-r TERM:QUIT for nginx); a preStop
             # or the service's own exit stands for the usual SIGTERM.
@@ -203,11 +240,15 @@ class Supervisor:
                 self.service.signal(self.stop_signal)
                 event(logging.DEBUG, "sent stop signal", signal=signals.name(self.stop_signal))
                 # A stopped service (Ctrl-Z stops its whole group) would sit on
-                # the signal until SIGKILL: continue the whole group.
-                if self.service.pid is not None:
-                    self.processes.signal_group(self.service.pid, signal.SIGCONT)
-        else:
-            self._stop_leftovers()
+                # the signal until SIGKILL: continue what is stopped in its group.
+                self.processes.continue_stopped(self.service.pid)
+        elif self._stop_leftovers():
+            # Processes the service left behind get the stop grace, not the whole
+            # budget: nobody waits for them, so keep the exit prompt.
+            grace = self.cfg.shutdown.effective_stop_grace
+            if grace < self.timeline.remaining():
+                self._leftover_timer = self.loop.call_later(grace, self._kill, "leftovers "
+                                                            "outlived the stop grace")
         self._check_tree_gone()
 
     def _log(self, ev: Event) -> None:
@@ -226,26 +267,38 @@ class Supervisor:
             event(level, "phase started", phase=ev.started.name, at=ev.started.start,
                   remaining=self.timeline.remaining())
 
-    def _stop_leftovers(self) -> None:
-        """The service is gone but processes it left behind are not: stop them too."""
+    def _stop_leftovers(self) -> bool:
+        """The service is gone but processes it left behind are not: stop them too.
+
+        Returns whether there were any."""
         if not self.reaper.has_children():
-            return
+            return False
         processes = self.processes
         pids = processes.descendants()
         sig = self.stop_signal or signal.SIGTERM
         if self.service.pid is not None:
             processes.signal_group(self.service.pid, sig)
         sent = processes.send(pids, sig)
-        processes.send(pids, signal.SIGCONT)
+        processes.continue_stopped(self.service.pid, pids)
         event(self._phase_level, "stopping processes left by the service", count=sent,
               signal=signals.name(sig))
+        return True
 
     def _budget_spent(self) -> None:
+        self._kill("budget spent")
+
+    def _kill(self, reason: str) -> None:
+        """SIGKILL the whole tree (the budget, or the leftovers' stop grace, ran out)."""
+        if self.lifecycle.state >= State.KILL:
+            return
+        for timer in (self._kill_timer, self._leftover_timer):
+            if timer is not None:
+                timer.cancel()
         if self.prestop is not None:
             self.prestop.cancel()
-        self.lifecycle.enter(State.KILL, "budget spent")
+        self.lifecycle.enter(State.KILL, reason)
         killed = self.processes.kill_all(self.service.pid if self.service.running else None)
-        event(logging.WARNING, "budget spent: SIGKILL sent to the whole tree",
+        event(logging.WARNING, f"{reason}: SIGKILL sent to the whole tree",
               budget=self.cfg.shutdown.budget, processes=killed)
         self._settle_timer = self.loop.call_later(_KILL_SETTLE_SECONDS, self._give_up)
         self._check_tree_gone()
@@ -285,7 +338,7 @@ class Supervisor:
     def _finish(self) -> None:
         if self.lifecycle.done:
             return
-        for timer in (self._kill_timer, self._settle_timer):
+        for timer in (self._kill_timer, self._leftover_timer, self._settle_timer):
             if timer is not None:
                 timer.cancel()
         code = self.service.exit_code
@@ -302,6 +355,28 @@ class Supervisor:
             except Exception as exc:  # never lose the exit code to a reporting failure
                 event(logging.ERROR, "end-of-shutdown action failed", error=repr(exc))
         self.loop.stop()
+
+
+def _proc_states() -> list[tuple[int, str, int]]:
+    """(pid, state letter, process group) of every process in our PID namespace's /proc."""
+    out: list[tuple[int, str, int]] = []
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return out
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as fh:
+                data = fh.read()
+        except OSError:
+            continue
+        # pid (comm) state ppid pgrp ...: comm may hold spaces and parentheses.
+        fields = data[data.rfind(b")") + 2:].split()
+        if len(fields) >= 3:
+            out.append((int(name), fields[0].decode(), int(fields[2])))
+    return out
 
 
 def _foreground_tty() -> int | None:

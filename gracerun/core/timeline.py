@@ -51,8 +51,15 @@ class PhaseRecord:
 
 
 class Timeline:
+    """The shutdown's phases (times from its trigger) and the start-up's (from the run's start)."""
+
     def __init__(self, clock: Callable[[], float], budget: float) -> None:
         self._clock = clock
+        self.run_started_at = clock()
+        self.startup: list[PhaseRecord] = []  # start-up phases, times from the run's start
+        self.startup_hooks: list[HookRecord] = []
+        self.ready_after: float | None = None  # seconds from the run's start to READY
+        self.startup_current: PhaseRecord | None = None
         self.budget = budget
         self.trigger = ""
         self.started_at: float | None = None  # monotonic
@@ -92,8 +99,31 @@ class Timeline:
         self.current = None
         return record
 
+    # ------------------------------------------------------------ start-up
+
+    def since_start(self) -> float:
+        return self._clock() - self.run_started_at
+
+    def begin_startup(self, name: str) -> PhaseRecord:
+        record = PhaseRecord(name=name, start=self.since_start())
+        self.startup.append(record)
+        self.startup_current = record
+        return record
+
+    def end_startup(self, reason: str) -> PhaseRecord | None:
+        record = self.startup_current
+        if record is None:
+            return None
+        record.duration = self.since_start() - record.start
+        record.reason = reason
+        self.startup_current = None
+        return record
+
     def to_dict(self) -> dict[str, Any]:
         return {
+            "startup": {"ready_after": self.ready_after,
+                        "phases": [p.to_dict() for p in self.startup],
+                        "hooks": [h.to_dict() for h in self.startup_hooks]},
             "trigger": self.trigger,
             "started_at": self.started_wall,
             "budget_seconds": self.budget,

@@ -32,7 +32,7 @@ from gracerun.core.supervisor import Supervisor
 from gracerun.core.timeline import HookRecord
 from gracerun.errors import GracerunError
 from gracerun.lifecycle.hooks import HookTimedOut, runner
-from gracerun.lifecycle.probes import InFlight, ProbeError, TrafficCounter
+from gracerun.lifecycle.probes import InFlight, ProbeError, TrafficCounter, propagation
 
 _MAX_POLLS = 1_000_000
 _HOOK_SLACK = 0.1  # every polling loop is also bounded by its deadline
@@ -126,25 +126,29 @@ class Pipeline:
     # ------------------------------------------------------------- hooks
 
     async def _hook_phase(self, state: State, phase: HookPhase, deadline: float) -> None:
-        if not phase.hooks:
+        hooks = phase.hooks
+        startup = self.sup.startup
+        if state is State.DEREGISTER and startup is not None:
+            # What the start-up sequence never registered is not ours to take out.
+            hooks = tuple(h for h in hooks if not startup.skip_at_shutdown(h))
+        if not hooks:
             return
         loop = asyncio.get_running_loop()
         self._enter(state)
         name = state.label
         limit = deadline if phase.timeout is None else min(deadline, loop.time() + phase.timeout)
         if phase.parallel:
-            outcomes = await asyncio.gather(*(self._run_hook(name, h, limit)
-                                              for h in phase.hooks))
+            outcomes = await asyncio.gather(*(self._run_hook(name, h, limit) for h in hooks))
         else:
             outcomes = []
-            for hook in phase.hooks:
+            for hook in hooks:
                 if state is State.NOTIFY and self._exited.is_set():
                     break  # nobody left to notify: on to deregister
                 outcomes.append(await self._run_hook(name, hook, limit))
                 if outcomes[-1] != "ok" and hook.on_failure == "stop":
                     break
-        failed = [h.name for h, o in zip(phase.hooks, outcomes, strict=False) if o != "ok"]
-        stoppers = [h.name for h, o in zip(phase.hooks, outcomes, strict=False)
+        failed = [h.name for h, o in zip(hooks, outcomes, strict=False) if o != "ok"]
+        stoppers = [h.name for h, o in zip(hooks, outcomes, strict=False)
                     if o != "ok" and h.on_failure == "stop"]
         if failed:
             self.lifecycle.note(failed=",".join(failed))
@@ -205,6 +209,10 @@ class Pipeline:
             return
         probe = cfg.probe or (self.plan.drain.probe if self.plan.drain else None)
         assert probe is not None  # config validation guarantees a probe
+        check = propagation(probe, self.service)
+        if check is not None:
+            await self._propagate_until(check, cfg, start, deadline)
+            return
         counter = TrafficCounter(probe)
         hard_end = min(start + cfg.max, deadline)
         last_value: float | None = None
@@ -237,6 +245,34 @@ class Pipeline:
         self.lifecycle.note(quiet_for=loop.time() - last_change)
         self._reason = reason
 
+    async def _propagate_until(self, check: Callable[[], Awaitable[bool]],
+                               cfg: PropagateConfig, start: float, deadline: float) -> None:
+        """Propagate on a probe that can tell when the world has noticed (kubernetes)."""
+        loop = asyncio.get_running_loop()
+        hard_end = min(start + cfg.max, deadline)
+        reason, noticed_at, warned = "max reached", None, False
+        for _ in range(_MAX_POLLS):
+            if noticed_at is None:
+                answer, error = await _read_bool(check, hard_end)
+                if error and not warned:
+                    event(logging.WARNING, "propagate probe failed; retrying", error=error)
+                    warned = True
+                if answer:
+                    noticed_at = loop.time()
+                    self.lifecycle.note(noticed_after=noticed_at - start)
+            now = loop.time()
+            if noticed_at is not None and now - start >= cfg.min:
+                reason = "noticed"
+                break
+            if now >= hard_end:
+                reason = "deadline" if deadline < start + cfg.max else "max reached"
+                break
+            wait = cfg.interval if noticed_at is None else start + cfg.min - now
+            if await self._pause(min(wait, hard_end - now)):
+                reason = "service exited"
+                break
+        self._reason = reason
+
     async def _drain(self, cfg: DrainConfig, deadline: float) -> None:
         if cfg.probe is None:
             return
@@ -264,6 +300,17 @@ class Pipeline:
                 break
         self.lifecycle.note(inflight=value if value is not None else -1)
         self._reason = reason
+
+
+async def _read_bool(read: Callable[[], Awaitable[bool]], until: float) -> tuple[bool, str]:
+    """One yes/no reading bounded by `until`: (answer, "") or (False, why)."""
+    remaining = max(0.001, until - asyncio.get_running_loop().time())
+    try:
+        return bool(await asyncio.wait_for(read(), remaining)), ""
+    except (ProbeError, TimeoutError) as exc:
+        return False, str(exc) or f"no reading within {remaining:.3g}s"
+    except Exception as exc:  # a probe bug reads as "not yet", never stops the phase
+        return False, f"{type(exc).__name__}: {exc}"
 
 
 async def _read(read: Callable[[], Awaitable[float]], until: float) -> tuple[float | None, str]:

@@ -37,8 +37,8 @@ from gracerun.core.timeline import HookRecord, Timeline
 if TYPE_CHECKING:
     from gracerun.core.supervisor import Supervisor
 
-PHASES = ("starting", "running", "notify", "deregister", "propagate", "drain", "stop", "kill",
-          "done")
+PHASES = ("starting", "register", "running", "notify", "deregister", "propagate", "drain",
+          "stop", "kill", "done")
 
 
 def phase_label(state: State) -> str:

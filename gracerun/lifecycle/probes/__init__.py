@@ -25,6 +25,7 @@ One module per kind, each offering what its kind can measure, any of:
     async def in_flight(probe, service) -> float     drain
     def traffic(probe) -> Callable[[], Awaitable[float]]   propagate (a counter; may keep state)
     async def ready(probe) -> bool                   a readiness gate (/ready, start-up)
+    async def propagated(probe, service) -> bool     propagate ends when true (kubernetes)
 
 and KINDS below names the module for each kind: a new kind is one new file
 plus one line there.  A probe that fails to read raises ProbeError; the phases
@@ -48,6 +49,7 @@ KINDS = {
     "exec": "exec",
     "tcp": "tcp",
     "haproxy": "haproxy",
+    "kubernetes": "kubernetes",
 }
 
 
@@ -90,6 +92,14 @@ class TrafficCounter:
         if self._read is None:
             raise ProbeError(f"probe type {self.probe.kind!r} cannot count new traffic")
         return float(await self._read())
+
+
+def propagation(probe: Probe, service: Service) -> Callable[[], Awaitable[bool]] | None:
+    """The kind's own "has the world noticed?" check, or None (then a traffic counter)."""
+    check = getattr(_module(probe), "propagated", None)
+    if check is None:
+        return None
+    return lambda: check(probe, service)
 
 
 async def passes(probe: Probe) -> bool:
