@@ -167,12 +167,13 @@ async def run(hook: EtcdHook, service: Service) -> str:
     reg = registration(hook)
     reg.withdrawn = True
     keeper, reg.keeper = reg.keeper, None
-    if keeper is not None and keeper is not asyncio.current_task() and not keeper.done():
-        # A renewal in flight could otherwise put the key back after the revoke.
-        keeper.cancel()
-        await asyncio.wait([keeper])
     try:
         async with asyncio.timeout(hook.timeout):
+            if keeper is not None and keeper is not asyncio.current_task() \
+                    and not keeper.done():
+                # A renewal in flight could otherwise put the key back after the revoke.
+                keeper.cancel()
+                await asyncio.wait([keeper])
             if hook.mode == "lease" and reg.lease:
                 lease, reg.lease = reg.lease, 0
                 found = await reg.client.revoke(lease, hook.timeout)
@@ -206,6 +207,11 @@ async def keep_alive(hook: EtcdHook, service: Service,
     import asyncio
 
     if hook.mode != "lease":
+        return
+    problems = validate(hook)
+    if problems:
+        event(logging.WARNING, "etcd keep-alive not started", hook=hook.name,
+              error=problems[0])
         return
     reg = registration(hook)
     reg.keeper = asyncio.current_task()

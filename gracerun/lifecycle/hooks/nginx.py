@@ -48,6 +48,7 @@ class NginxHook(Hook):
     # The nginx master's pid file (its `pid` directive); read for SIGHUP and to verify.
     pid_file: str = "/run/nginx.pid"
     # A command that reloads nginx, e.g. ["nginx", "-s", "reload"]; empty: SIGHUP the master.
+    # It must reload the master named by pid_file, not restart nginx.
     reload_command: tuple[str, ...] = ()
 
 
