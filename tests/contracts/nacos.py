@@ -20,7 +20,8 @@ Read from alibaba/nacos at tags 1.4.8 and 2.2.3 (paths under the repository root
         needs only the service to exist; getInstance / handleBeat
     naming/.../utils/ServiceUtil.java, InstanceUtil.java (2.2.3), Service.srvIPs (1.4.8)
         the list leaves out disabled instances; the override is applied over the
-        published instance; with no healthy instance the protect threshold hands out all
+        published instance; (1.4.8) with no healthy instance the protect threshold
+        hands out all
     naming/.../core/v2/metadata/NamingMetadataManager.java, GlobalConfig.java (2.2.3)
         the override outlives its instance for 60 s (expired-metadata), and a
         registration within that time cancels its expiry
@@ -513,7 +514,8 @@ class NacosServer:
         if not has_client or instances is None:
             return  # "remove instance from non-exist client": ok, and nothing happens
         for key, inst in list(instances.items()):
-            if inst.via == "http" and (inst.ip, inst.port) == (ip, port):
+            if inst.via == "http" and (inst.ip, inst.port, inst.ephemeral) == (ip, port,
+                                                                               ephemeral):
                 self._remove(ns, svc, key)
 
     def _update(self, req: Request, v2: bool = False) -> None:
@@ -561,8 +563,11 @@ class NacosServer:
         """What discovery hands out: enabled instances of the clusters (all when none)."""
         wanted = {c for c in clusters.split(",") if c}
         hosts = [h for h in self._all(ns, svc) if not wanted or h.cluster in wanted]
-        if hosts and not any(h.healthy for h in hosts):
-            hosts = [replace(h, healthy=True) for h in hosts]  # protect threshold 0
+        # 1.4.8: protect threshold 0, so with no healthy instance all count as healthy.
+        # 2.2.3 applies it only to a service with service metadata, which registering
+        # instances does not create.
+        if self.version == "1.4.8" and hosts and not any(h.healthy for h in hosts):
+            hosts = [replace(h, healthy=True) for h in hosts]
         return [h for h in hosts if h.enabled and (h.healthy or not healthy_only)]
 
     # --------------------------------------------------------------- v1
