@@ -373,12 +373,17 @@ def test_no_such_api_is_not_mistaken_for_not_registered(servers, server_path, ap
     assert expected in str(error)
 
 
-def test_a_down_server_in_the_list_is_skipped(servers, clients):
+def test_a_down_server_in_the_list_is_skipped(servers, clients, caplog):
     server = servers("2.2.3")
     clients(server)
     wait_for(lambda: in_discovery(server), "the client's registration")
-    detail = call(run, hook(f"{refused_url()},{server.url}"))
+    down = refused_url()
+    detail = call(run, hook(f"{down},{server.url}"))
     assert "enabled=false" in detail and not in_discovery(server)
+    warnings = [r for r in caplog.records if "another answered" in r.getMessage()]
+    assert warnings, "the failover is logged"
+    logged = warnings[0].fields  # type: ignore[attr-defined]
+    assert "connection refused" in logged["failed"] and "?" not in logged["failed"]
 
 
 def test_a_hanging_server_in_the_list_does_not_spend_the_whole_timeout(servers, clients):

@@ -29,12 +29,14 @@ the password.
 from __future__ import annotations
 
 import json
+import logging
 import time
 import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
 
 from gracerun.clients import http
+from gracerun.core.log import event
 from gracerun.errors import GracerunError
 
 API_VERSIONS = ("v1", "v2")
@@ -327,6 +329,9 @@ class Client:
             if answer.status in _FAILOVER_STATUSES and attempt + 1 < count:
                 failures.append(f"{_public(base)}: HTTP {answer.status}")
                 continue
+            if failures:
+                event(logging.WARNING, "nacos: server(s) failed, another answered",
+                      failed="; ".join(failures), answered=_public(base))
             self._current = index
             return answer
         # A timeout means the time is spent: the last attempt had all that was left.
