@@ -29,6 +29,7 @@ from gracerun.errors import GracerunError
 # The override value Eureka reports when there is none (InstanceInfo.overriddenStatus).
 NO_OVERRIDE = "UNKNOWN"
 _MAX_BODY = 256 * 1024  # one instance's JSON is about 1-2 kB
+_MAX_REGISTRY = 32 * 1024 * 1024  # the whole registry, compact: ~200 bytes an instance
 
 
 class EurekaError(GracerunError):
@@ -120,6 +121,31 @@ async def cancel(ep: Endpoint, timeout: float) -> bool:
     return True
 
 
+async def check_api(ep: Endpoint, timeout: float) -> None:
+    """Make sure `base` is a Eureka server's API, or raise EurekaError naming the URL.
+
+    The instance calls answer 404 both for an instance the server does not know and for a
+    URL that is not Eureka's API at all (a base without "/v2" on a Netflix WAR, a typo):
+    taking a 404 for "already gone" must not turn a misconfigured URL into silent success.
+    GET {base}/apps (the compact form: a few hundred bytes per instance) answers
+    {"applications": ...} on every Eureka server, whatever is registered.
+    """
+    import json
+
+    url = f"{ep.base.rstrip('/')}/apps"
+    resp = await _call(ep, "GET", "", timeout, url=url, max_body=_MAX_REGISTRY,
+                       extra={"X-Eureka-Accept": "compact"})
+    _expect(ep, "GET /apps", resp, 200, no_api=True)
+    try:
+        doc = json.loads(resp.body)
+    except (ValueError, UnicodeDecodeError):
+        doc = None
+    if not isinstance(doc, dict) or "applications" not in doc:
+        raise EurekaError(f"{ep.where}: GET /apps: not Eureka's answer "
+                          f"({_sample(resp.body, resp.headers.get('content-type', ''))}); "
+                          "check the url")
+
+
 def parse_instance(ep: Endpoint, body: bytes, content_type: str = "") -> Instance:
     """The status and override out of {"instance": {...}}.
 
@@ -154,28 +180,34 @@ def display_url(url: str) -> str:
     return f"{parts.scheme}://{host}{f':{port}' if port else ''}{parts.path}"
 
 
-async def _call(ep: Endpoint, method: str, tail: str, timeout: float) -> http.Response:
-    headers = {"Accept": "application/json"}
+async def _call(ep: Endpoint, method: str, tail: str, timeout: float, *,
+                url: str | None = None, max_body: int = _MAX_BODY,
+                extra: dict[str, str] | None = None) -> http.Response:
+    headers = {"Accept": "application/json", **(extra or {})}
     if ep.username or ep.password:
         import base64
 
         pair = f"{ep.username}:{ep.password}".encode()
         headers["Authorization"] = "Basic " + base64.b64encode(pair).decode("ascii")
-    url = ep.url + tail
+    url = url or ep.url + tail
     try:
         return await http.request(method, url, headers=headers, timeout=max(timeout, 0.0),
-                                  max_body=_MAX_BODY)
+                                  max_body=max_body)
     except http.HttpTimeout:
         raise EurekaTimeout(f"{ep.where}: {method}: timed out after {timeout:.3g}s") from None
     except http.HttpError as exc:
         raise EurekaError(f"{ep.where}: {method}: {_reason(exc, method, url)}") from None
 
 
-def _expect(ep: Endpoint, what: str, resp: http.Response, status: int) -> None:
+def _expect(ep: Endpoint, what: str, resp: http.Response, status: int,
+            no_api: bool = False) -> None:
     if resp.status == status:
         return
     hint = ""
-    if resp.status == 401:
+    if no_api and resp.status == 404:
+        hint = (" (no Eureka API at this URL: it needs the server's path, such as "
+                "/eureka or /eureka/v2)")
+    elif resp.status == 401:
         hint = " (the server wants HTTP basic auth: check username and password)"
     elif resp.status == 403:
         hint = " (the credentials are not allowed to change instances)"

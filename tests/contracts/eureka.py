@@ -93,7 +93,11 @@ class EurekaServer(ContractServer):
                          {"WWW-Authenticate": 'Basic realm="Realm"'})
         if not req.path.startswith(self.prefix + "/"):
             return Reply(404)
-        m = _INSTANCE.match(req.path[len(self.prefix):])
+        tail = req.path[len(self.prefix):]
+        if tail in ("/apps", "/apps/"):
+            with self.lock:
+                return self._applications(req)
+        m = _INSTANCE.match(tail)
         if m is None:
             return Reply(404)
         app, iid, status = m["app"].upper(), m["id"], m["status"]
@@ -108,6 +112,18 @@ class EurekaServer(ContractServer):
         assert self.auth is not None
         want = base64.b64encode(f"{self.auth[0]}:{self.auth[1]}".encode()).decode()
         return req.headers.get("authorization", "") == f"Basic {want}"
+
+    def _applications(self, req: Request) -> Reply:
+        """GET {base}/apps: the whole registry (ApplicationsResource.getContainers)."""
+        if req.method != "GET":
+            return Reply(405)
+        apps: dict[str, list[dict[str, Any]]] = {}
+        for (app, _), info in self.leases.items():
+            apps.setdefault(app, []).append(self._shown(info))
+        doc = {"applications": {"versions__delta": "1", "apps__hashcode": "",
+                                "application": [{"name": a, "instance": i}
+                                                for a, i in apps.items()]}}
+        return Reply(200, json.dumps(doc).encode(), "application/json")
 
     def _application(self, req: Request, app: str) -> Reply:
         if req.method == "POST":

@@ -20,7 +20,9 @@ Restore waits for the instance to be registered (the service's client registers 
 after start-up) and to read back UP within the hook's timeout; a status the service itself
 reports (STARTING, DOWN) is left alone and reported when the time runs out.
 
-"Already gone" (404: not registered, lease cancelled or expired) is success for run().
+"Already gone" (404: not registered, lease cancelled or expired) is success for run(), once
+GET {base}/apps has shown that the URL is Eureka's API: a wrong base path answers 404 too,
+and must fail rather than pass silently.
 """
 
 from __future__ import annotations
@@ -78,6 +80,7 @@ async def run(hook: EurekaHook, service: Service) -> str:
     try:
         if hook.mode == "cancel":
             if not await eureka.cancel(ep, left()):
+                await eureka.check_api(ep, left())
                 return f"{_name(ep)}: not registered (already gone)"
             while True:
                 now = await eureka.instance(ep, left())
@@ -88,6 +91,7 @@ async def run(hook: EurekaHook, service: Service) -> str:
                                      "cancel: its client registered it again")
                 await asyncio.sleep(_POLL)
         if not await eureka.set_status(ep, "OUT_OF_SERVICE", left()):
+            await eureka.check_api(ep, left())
             return f"{_name(ep)}: not registered (already gone)"
         while True:
             now = await eureka.instance(ep, left())
@@ -115,10 +119,13 @@ async def restore(hook: EurekaHook, service: Service) -> str:
 
     ep = hook.endpoint
     left = _clock(hook, ep)
-    removed = False
+    removed = checked = False
     try:
         while True:
             now = await eureka.instance(ep, left())
+            if now is None and not checked:  # a wrong URL reads as "not registered" too
+                await eureka.check_api(ep, left())
+                checked = True
             if now is not None and (now.has_override or now.status == "OUT_OF_SERVICE"):
                 # A 404 here means it vanished between the two calls: read again.
                 removed = await eureka.remove_override(ep, left()) or removed
