@@ -207,7 +207,7 @@ def _status_error(agent: Agent, service_id: str, what: str, resp: http.Response)
     said = _scrub(_said(resp.body), agent)
     hint = ""
     if resp.status == 403:
-        hint = " (check the ACL token: it needs service:write on the service)" \
+        hint = " (check the ACL token: the hook needs service:write on the service)" \
             if not said.startswith("ACL not found") else " (the ACL token does not exist)"
     text = f": {said}" if said else ""
     return ConsulError(f"{agent.where} {service_id}: {what}: HTTP {resp.status}{text}{hint}")
@@ -237,7 +237,7 @@ def _scrub(text: str, agent: Agent) -> str:
     token nor a query string reaches a message."""
     if agent.token:
         text = text.replace(agent.token, "***")
-    return _QUERY.sub("?...", text)
+    return _QUERY.sub("", text)
 
 
 def _seg(value: str) -> str:
