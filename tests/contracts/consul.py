@@ -36,9 +36,10 @@ Held to hashicorp/consul's agent code as of 1.15 (the same in later releases):
 
 ACLs are off unless `tokens` is given (secret -> Token); then default-deny, and a request
 without a token acts as the anonymous token.  Not modelled: running HTTP checks (an HTTP
-check stays at its initial status), catalog replication to servers (the agent's view and
-the health endpoint are the same state here; a real agent syncs before answering a write),
-namespaces and partitions, blocking queries.
+check stays at its initial status), node checks in the agent's health-by-ID answer (node
+maintenance, serfHealth: the real agent includes them), catalog replication to servers
+(the agent's view and the health endpoint are the same state here; a real agent syncs
+before answering a write), namespaces and partitions, blocking queries.
 
 TtlHeartbeatLoop is Spring Cloud Consul's side (TtlScheduler, ReregistrationPredicate,
 HeartbeatProperties on spring-cloud-consul main): it registers the service with a TTL check

@@ -164,7 +164,9 @@ async def restore(hook: ConsulHook, service: Service) -> str:
                         "out of maintenance" if released else "not in maintenance")
                 return f"{sid}: {done} ({now.aggregated})"
             if left() <= _POLL:
-                if now is None:
+                if now is None and registered:
+                    state = "registered, but the agent does not show it"
+                elif now is None:
                     state = "not registered with the agent (its own client has not " \
                             "registered it)"
                 elif now.service_maintenance:
