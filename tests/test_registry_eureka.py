@@ -385,8 +385,8 @@ def test_the_example_builds_a_hook_record() -> None:
            "EUREKA_USER": "svc", "EUREKA_PASSWORD": "x"}
     fields = {f.name for f in dataclasses.fields(EurekaHook)}
     assert set(table) - {"type"} <= fields
-    kwargs = {k: values.expand_env(v, env) if isinstance(v, str) else v
-              for k, v in table.items() if k != "type"}
+    kwargs: dict[str, Any] = {k: values.expand_env(v, env) if isinstance(v, str) else v
+                              for k, v in table.items() if k != "type"}
     kwargs["timeout"] = values.duration(kwargs.get("timeout", "5s"))
     hook = EurekaHook(**{"name": "eureka", **kwargs})
     assert hook.kind == "eureka" and hook.mode in MODES
