@@ -61,7 +61,8 @@ def exe() -> str:
             pytest.skip(f"no standalone build at {EXE}: {reason}")
         pytest.fail(f"no standalone build at {EXE}: run scripts/build-standalone first "
                     f"(scripts/test does), or set {SKIP_VAR}=<why> to skip these tests")
-    sources = [*(REPO / "gracerun").rglob("*.py"), *(REPO / "scripts" / "standalone").iterdir()]
+    sources = [*(REPO / "gracerun").rglob("*.py"),
+               *(p for p in (REPO / "scripts" / "standalone").iterdir() if p.is_file())]
     newest = max(sources, key=lambda p: p.stat().st_mtime)
     if newest.stat().st_mtime > EXE.stat().st_mtime:
         pytest.fail(f"the standalone build is older than {newest.relative_to(REPO)}: "
@@ -227,14 +228,32 @@ def test_forward_as_pid1_without_python(launcher: Launcher, exe: str, tmp_path: 
     assert "Traceback" not in proc.stderr
 
 
-def test_service_without_library_path_gets_none(launcher: Launcher, exe: str,
-                                                tmp_path: Path) -> None:
-    """Steps: no LD_LIBRARY_PATH in gracerun's environment (the usual image): the
-    bootloader sets one for gracerun, and the service must not inherit it."""
-    script = write_script(tmp_path, "env.sh", "#!/bin/sh\necho \"llp=${LD_LIBRARY_PATH-unset}\"\n")
-    rc, out, err = launcher.run(without_python([exe, "--", "/bin/sh", script]))
+def test_service_gets_exactly_the_callers_environment(launcher: Launcher, exe: str) -> None:
+    """Steps: an empty environment but PATH (a distroless image has little more):
+    the bootloader sets LD_LIBRARY_PATH and _PYI_* for gracerun, and Python
+    would coerce the C locale; the service's `env` must print PATH alone."""
+    path = "PATH=/usr/bin:/bin"
+    rc, out, err = launcher.run(without_python(["env", "-i", path, exe, "--", "env"]))
     assert rc == 0, err
-    assert out.splitlines() == ["llp=unset"]
+    assert out.splitlines() == [path]
+
+
+def test_report_in_the_c_locale_prints_what_the_pip_install_prints(
+        launcher: Launcher, exe: str, tmp_path: Path) -> None:
+    """Steps: a shutdown recorded in a state file (the service exits by itself);
+    `gracerun report` with no locale in the environment, the standalone without
+    Python and the pip install: the same UTF-8 text chart, exit 0."""
+    state = tmp_path / "state.json"
+    config = tmp_path / "state.toml"
+    config.write_text(f'[shutdown]\nbudget = "5s"\n[state]\nfile = "{state}"\n')
+    rc, _, err = launcher.run(without_python([exe, "--config", str(config), "--", "true"]))
+    assert rc == 0 and state.exists(), err
+    bare_env = ["env", "-i", "PATH=/usr/bin:/bin"]
+    pip = launcher.run([*bare_env, f"PYTHONPATH={REPO}", PY, "-m", "gracerun", "report",
+                        str(state)])
+    frozen = launcher.run(without_python([*bare_env, exe, "report", str(state)]))
+    assert frozen == pip and pip[0] == 0
+    assert "█" in pip[1], pip
 
 
 def test_reaps_orphans_as_pid1_without_python(launcher: Launcher, exe: str,
