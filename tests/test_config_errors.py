@@ -182,6 +182,46 @@ CASES: list[tuple[str, str, tuple[str, ...]]] = [
      ('server.ready_prob: unknown key (did you mean "ready_probe"?)',)),
     ("misspelt pushgateway", '[state.pushgatway]\nurl = "http://pg:9091"\n',
      ('state.pushgatway: unknown key (did you mean "pushgateway"?)',)),
+    # ---- issue 11: values that used to fail at use, not at load ----
+    ("listen host with a label over 63 characters",
+     f'[server]\nlisten = "{"a" * 64}.example:9102"\n',
+     ('server.listen: expected "HOST:PORT"', "labels of 1-63 characters")),
+    ("listen host of empty labels", '[server]\nlisten = "..:80"\n',
+     ('server.listen: expected "HOST:PORT"',)),
+    ("tcp probe host of empty labels", '[server]\nready_probe = { type = "tcp", '
+     'host = "a..b", port = 8080 }\n',
+     ("server.ready_probe.host: expected a host name or IP address",)),
+    # ---- issue 11: hook values that used to fail mid-shutdown ----
+    ("NUL in an exec command", '[[shutdown.notify.hooks]]\ntype = "exec"\n'
+     'command = ["/bin/echo", "a\\u0000b"]\n',
+     ("shutdown.notify.hooks[0].command: expected command arguments without NUL",)),
+    ("NUL in an exec env value", '[[shutdown.notify.hooks]]\ntype = "exec"\n'
+     'command = ["true"]\nenv = { A = "x\\u0000" }\n',
+     ("shutdown.notify.hooks[0].env: expected a value for 'A' without NUL",)),
+    ("'=' in an exec env name", '[[shutdown.notify.hooks]]\ntype = "exec"\n'
+     'command = ["true"]\nenv = { "A=B" = "x" }\n',
+     ("shutdown.notify.hooks[0].env: expected environment variable names without '='",)),
+    ("NUL in an exec cwd", '[[shutdown.notify.hooks]]\ntype = "exec"\n'
+     'command = ["true"]\ncwd = "/tmp\\u0000"\n',
+     ("shutdown.notify.hooks[0].cwd: expected a file path without NUL",)),
+    ("NUL in an exec probe command", '[shutdown.drain]\n'
+     'probe = { type = "exec", command = ["test", "\\u0000"] }\n',
+     ("shutdown.drain.probe.command: expected command arguments without NUL",)),
+    ("header name with a space", HTTP_HOOK + 'url = "http://r/x"\nheaders = { "X Token" = "a" }\n',
+     ("shutdown.deregister.hooks[0].headers: expected header names of letters",)),
+    ("header value with CR LF", HTTP_HOOK + 'url = "http://r/x"\n'
+     'headers = { X-A = "a\\r\\nInjected: 1" }\n',
+     ("shutdown.deregister.hooks[0].headers: expected a one-line value for header 'X-A'",)),
+    ("header value not latin-1", HTTP_HOOK + 'url = "http://r/x"\n'
+     'headers = { X-A = "\\u20ac" }\n',
+     ("shutdown.deregister.hooks[0].headers: expected a latin-1 value for header 'X-A'",)),
+    ("no ports at all", '[shutdown.drain]\nprobe = { type = "connections", ports = [] }\n',
+     ("shutdown.drain.probe.ports: expected at least one port",)),
+    ("no ok_status at all", '[shutdown.drain]\nprobe = { type = "http", '
+     'url = "http://127.0.0.1:1/x", ok_status = [] }\n',
+     ("shutdown.drain.probe.ok_status: expected at least one status code",)),
+    ("no expect_status at all", HTTP_HOOK + 'url = "http://r/x"\nexpect_status = []\n',
+     ("shutdown.deregister.hooks[0].expect_status: expected at least one status code",)),
 ]
 
 # (id, makes the --config path inside a temporary directory, expected fragments)
@@ -386,6 +426,8 @@ FLAG_CASES: list[tuple[str, list[str], tuple[str, ...]]] = [
     ("no command", [], ("no command given",)),
     # found by these tests: an empty --config is ignored and the run goes on
     ("--config ''", ["--config", ""], ("--config",)),
+    ("--listen with a long label", ["--listen", f"{'b' * 70}:9102"],
+     ('--listen: expected "HOST:PORT"',)),
 ]
 
 

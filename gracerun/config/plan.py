@@ -80,7 +80,7 @@ class ExecHook(Hook):
                                         '"-sf", "http://..."]`',
                                    more="A single string is rejected (there is no shell; use "
                                         '`["sh", "-c", "..."]` for one).')
-    env: Mapping[str, str] = opt({}, expand=strings.string_table,
+    env: Mapping[str, str] = opt({}, expand=strings.environment,
                                  help="a table of strings added to the environment")
     cwd: str | None = opt(None, expand=strings.path, shown="gracerun's",
                           help="the working directory")
@@ -95,8 +95,9 @@ class HttpHook(Hook):
     method: str = opt("GET", parse=values.Choice("GET", "POST", "PUT", "DELETE", "PATCH",
                                                  "HEAD", upper=True),
                       help="`GET`, `POST`, `PUT`, `DELETE`, `PATCH` or `HEAD`, in any case")
-    headers: Mapping[str, str] = opt({}, expand=strings.string_table,
-                                     help="a table of strings")
+    headers: Mapping[str, str] = opt({}, expand=strings.headers,
+                                     help="a table of strings: header names of token "
+                                          "characters, one-line latin-1 values")
     body: bytes | None = opt(None, expand=strings.body, help="a string, sent as UTF-8")
     expect_status: frozenset[int] = opt(frozenset(), parse=values.statuses, shown="any 2xx",
                                         help="the status codes that count as success: a "
@@ -238,7 +239,7 @@ class HttpProbe(Probe):
                             help='with `value = "body"`: the key of a JSON object holding the '
                                  'number, e.g. `"inflight"`')
     ok_status: frozenset[int] = opt(frozenset({200}), parse=values.statuses,
-                                    help="a number or an array of numbers (100-599)")
+                                    help="a number or a non-empty array of numbers (100-599)")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -255,7 +256,7 @@ class ExecProbe(Probe):
 class TcpProbe(Probe):
     """Connects to host:port: 0 when it accepts, 1 when not (readiness gating)."""
 
-    host: str = opt("127.0.0.1", expand=strings.text, help="the host to connect to")
+    host: str = opt("127.0.0.1", expand=strings.host, help="the host to connect to")
     port: int = opt(expand=values.whole(1, 65535), expect="the TCP port to connect to",
                     help="1-65535")
 

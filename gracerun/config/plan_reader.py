@@ -85,6 +85,9 @@ def _ports(r: Reader, env: Env) -> tuple[int, ...]:
     many = r.get("ports", values.list_of(port), None)
     if "port" not in r.data and "ports" not in r.data:
         r.error("", 'expected "port" or "ports"')
+    elif many == [] and one is None:
+        r.error("ports", "expected at least one port: with none, the probe would read 0 at "
+                         "once and the phase end before any connection is drained")
     return tuple(many or ()) + ((one,) if one is not None else ())
 
 

@@ -166,8 +166,12 @@ def exit_codes(value: Any) -> frozenset[int]:
 
 
 def statuses(value: Any) -> frozenset[int]:
-    """HTTP status codes: a number or an array of them."""
-    return frozenset(list_of(whole(100, 599)(None))(value))
+    """HTTP status codes: a number or a non-empty array of them."""
+    found = frozenset(list_of(whole(100, 599)(None))(value))
+    if not found:
+        raise ValueError("expected at least one status code such as 200: with none, "
+                         "no answer could ever count")
+    return found
 
 
 # -------------------------------------------------------------- durations
