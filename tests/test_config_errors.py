@@ -182,7 +182,19 @@ CASES: list[tuple[str, str, tuple[str, ...]]] = [
      ('server.ready_prob: unknown key (did you mean "ready_probe"?)',)),
     ("misspelt pushgateway", '[state.pushgatway]\nurl = "http://pg:9091"\n',
      ('state.pushgatway: unknown key (did you mean "pushgateway"?)',)),
-    # ---- issue 11: values that used to fail at use, not at load ----
+    # ---- issue 11: tracebacks where a message belongs ----
+    ("a scalar where the propagate table belongs", "[shutdown]\npropagate = 5\n",
+     ("shutdown.propagate: expected a table, got an integer 5",)),
+    ("a scalar where the drain table belongs", "[shutdown]\ndrain = 5\n",
+     ("shutdown.drain: expected a table, got an integer 5",)),
+    ("a scalar where a probe table belongs", "[shutdown.drain]\nprobe = 5\n",
+     ("shutdown.drain.probe: expected a table, got an integer 5",)),
+    ("a scalar where a hook table belongs", "[shutdown.notify]\nhooks = [5]\n",
+     ("shutdown.notify.hooks[0]: expected a table, got an integer 5",)),
+    ("a scalar where the pushgateway table belongs", "[state]\npushgateway = 5\n",
+     ("state.pushgateway: expected a table, got an integer 5",)),
+    ("an integer of 5000 digits", f"[shutdown]\nbudget = {'9' * 5000}\n",
+     ("invalid TOML: a number too long to read",)),
     ("listen host with a label over 63 characters",
      f'[server]\nlisten = "{"a" * 64}.example:9102"\n',
      ('server.listen: expected "HOST:PORT"', "labels of 1-63 characters")),
@@ -238,6 +250,16 @@ FILE_CASES: list[tuple[str, Callable[[Path], Path], tuple[str, ...]]] = [
     ("nesting too deep", lambda d: _write(d / "deep.toml",
                                           b"a = " + b"[" * 100_000 + b"]" * 100_000 + b"\n"),
      ("invalid TOML",)),
+    # ---- issue 11: a MemoryError, a hang, 210 MB of memory ----
+    ("a character device that never ends", lambda d: Path("/dev/zero"),
+     ("/dev/zero: expected a TOML file, got a character device",)),
+    ("a FIFO", lambda d: _fifo(d / "fifo.toml"), ("fifo.toml: expected a TOML file, got a FIFO",)),
+    ("a symlink to a FIFO", lambda d: _symlink(d / "link.toml", _fifo(d / "fifo")),
+     ("link.toml: expected a TOML file, got a FIFO",)),
+    ("a unix socket", lambda d: _socket(d / "sock.toml"),
+     ("sock.toml: expected a TOML file, got a socket",)),
+    ("over 1 MiB", lambda d: _write(d / "big.toml", b"# padding\n" * 110_000),
+     ("big.toml: expected a TOML file of at most 1,048,576 bytes",)),
 ]
 
 
@@ -248,6 +270,20 @@ def _write(path: Path, data: bytes) -> Path:
 
 def _symlink(path: Path, target: Path) -> Path:
     path.symlink_to(target)
+    return path
+
+
+def _fifo(path: Path) -> Path:
+    os.mkfifo(path)
+    return path
+
+
+def _socket(path: Path) -> Path:
+    """A bound unix socket, closed again: the file stays, a socket inode."""
+    import socket
+
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(path))
     return path
 
 
@@ -454,3 +490,24 @@ def test_trigger_that_can_never_arrive_is_rejected(tmp_path: Path, sig: str) -> 
     path = tmp_path / "gracerun.toml"
     path.write_text(f'[shutdown]\ntriggers = ["{sig}"]\n')
     assert_reported(problems_of(path), ("shutdown.triggers: ", "cannot start the shutdown"))
+
+
+def test_check_reports_a_scalar_where_a_table_belongs(tmp_path: Path) -> None:
+    """Found in issue 11: `gracerun check` died with a TypeError (exit 1)."""
+    path = tmp_path / "gracerun.toml"
+    path.write_text("[shutdown]\npropagate = 5\n")
+    proc = run_gracerun("check", "--config", str(path), cwd=tmp_path)
+    assert_cli_error(proc, ("shutdown.propagate: expected a table, got an integer 5",))
+    assert proc.stdout == ""
+
+
+def test_config_read_stops_after_the_limit(tmp_path: Path) -> None:
+    """The size limit holds for files whose size fstat does not tell (/proc says 0)."""
+    status = Path("/proc/self/status")
+    assert status.stat().st_size == 0 and len(status.read_bytes()) > 64
+    with pytest.raises(ConfigError) as info:
+        config.read_bytes(str(status), limit=64)
+    assert info.value.problems == ["expected a TOML file of at most 64 bytes, got a larger one"]
+    small = _write(tmp_path / "small.toml", b"[log]\n")
+    assert config.read_bytes(str(small), limit=64) == b"[log]\n"  # the control
+

@@ -13,6 +13,7 @@ was expected, and rejects unknown keys with a did-you-mean.
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -32,6 +33,9 @@ CONFIG_ENV = "GRACERUN_CONFIG"
 DEFAULT_CONFIG_PATH = "gracerun.toml"
 CONTROL_SOCKET_ENV = settings.CONTROL_SOCKET.env
 DEFAULT_CONTROL_SOCKET = settings.CONTROL_SOCKET.path  # used when PID 1 and nothing is set
+# A configuration is a few kilobytes; anything near this is a mistake (a log file, a
+# device), and tomllib would hold it all in memory, several times over.
+MAX_CONFIG_BYTES = 1024 * 1024
 
 
 # ---------------------------------------------------------------- the result
@@ -238,26 +242,72 @@ def find_path(explicit: str | None) -> str | None:
     return DEFAULT_CONFIG_PATH if os.path.isfile(DEFAULT_CONFIG_PATH) else None
 
 
+def _kind(mode: int) -> str | None:
+    """What a file is when it is not a regular file (stat.S_IFMT without `stat`)."""
+    kinds = {0o040000: "a directory", 0o020000: "a character device",
+             0o060000: "a block device", 0o010000: "a FIFO", 0o140000: "a socket"}
+    fmt = mode & 0o170000
+    return None if fmt == 0o100000 else kinds.get(fmt, "not a regular file")
+
+
+def _kind_at(path: str) -> str | None:
+    try:
+        return _kind(os.stat(path).st_mode)
+    except OSError:
+        return None
+
+
+def read_bytes(path: str, limit: int = MAX_CONFIG_BYTES) -> bytes:
+    """The file's content: a regular file (a symlink to one is fine) of at most `limit`
+    bytes.  O_NONBLOCK so that a FIFO is refused instead of waiting for a writer;
+    O_NOCTTY so that a terminal named by mistake cannot become ours."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise ConfigError(["config file not found"], path) from None
+    except PermissionError:
+        raise ConfigError(["config file is not readable (permission denied)"], path) from None
+    except OSError as exc:  # a socket cannot be opened at all (ENXIO): say what it is
+        kind = _kind_at(path) if exc.errno == errno.ENXIO else None
+        why = f"expected a TOML file, got {kind}" if kind else \
+            f"cannot read config file: {exc.strerror or exc}"
+        raise ConfigError([why], path) from None
+    try:
+        kind = _kind(os.fstat(fd).st_mode)
+        if kind:
+            raise ConfigError([f"expected a TOML file, got {kind}"], path)
+        chunks, size = [], 0
+        while size <= limit:  # st_size is not trusted: /proc files say 0, files grow
+            chunk = os.read(fd, limit + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as exc:
+        raise ConfigError([f"cannot read config file: {exc.strerror or exc}"], path) from None
+    finally:
+        os.close(fd)
+    if size > limit:
+        raise ConfigError([f"expected a TOML file of at most {limit:,} bytes, got a larger "
+                           "one"], path)
+    return b"".join(chunks)
+
+
 def read_toml(path: str) -> dict[str, Any]:
     import tomllib
 
+    raw = read_bytes(path)
     try:
-        with open(path, "rb") as fh:
-            return tomllib.load(fh)
-    except FileNotFoundError:
-        raise ConfigError(["config file not found"], path) from None
-    except IsADirectoryError:
-        raise ConfigError(["expected a TOML file, got a directory"], path) from None
-    except PermissionError:
-        raise ConfigError(["config file is not readable (permission denied)"], path) from None
+        return tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise ConfigError([f"not valid UTF-8: {exc.reason}"], path) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"invalid TOML: {exc}"], path) from None
+    except ValueError:  # int() of more digits than Python converts (4300)
+        raise ConfigError(["invalid TOML: a number too long to read (over 4,300 digits)"],
+                          path) from None
     except RecursionError:
         raise ConfigError(["invalid TOML: nested too deeply"], path) from None
-    except OSError as exc:
-        raise ConfigError([f"cannot read config file: {exc.strerror or exc}"], path) from None
 
 
 def merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
