@@ -234,6 +234,13 @@ CASES: list[tuple[str, str, tuple[str, ...]]] = [
      ("shutdown.drain.probe.ok_status: expected at least one status code",)),
     ("no expect_status at all", HTTP_HOOK + 'url = "http://r/x"\nexpect_status = []\n',
      ("shutdown.deregister.hooks[0].expect_status: expected at least one status code",)),
+    # ---- issue 10: a trigger rewritten to 0 would leave the stop phase no signal ----
+    ("trigger rewritten to 0", '[signals.rewrite]\nTERM = "0"\n',
+     ("signals.rewrite: SIGTERM starts the shutdown and is rewritten to 0",
+      "set shutdown.stop_signal (--stop-signal)")),
+    ("preStop's SIGTERM rewritten to 0", '[shutdown]\ntriggers = ["SIGINT"]\n'
+     '[signals.rewrite]\nTERM = "0"\n',
+     ("signals.rewrite: SIGTERM stands for a shutdown started by gracerun prestop",)),
 ]
 
 # (id, makes the --config path inside a temporary directory, expected fragments)
@@ -462,6 +469,11 @@ FLAG_CASES: list[tuple[str, list[str], tuple[str, ...]]] = [
     ("no command", [], ("no command given",)),
     # found by these tests: an empty --config is ignored and the run goes on
     ("--config ''", ["--config", ""], ("--config",)),
+    # issue 10: the stop signal would be 0, and the service would meet SIGKILL instead
+    ("-r TERM:0", ["-r", "TERM:0"],
+     ("--rewrite: SIGTERM starts the shutdown and is rewritten to 0", "(--stop-signal)")),
+    ("--trigger INT -r TERM:0", ["--trigger", "INT", "-r", "TERM:0"],
+     ("--rewrite: SIGTERM stands for a shutdown started by gracerun prestop",)),
     ("--listen with a long label", ["--listen", f"{'b' * 70}:9102"],
      ('--listen: expected "HOST:PORT"',)),
 ]
@@ -511,3 +523,10 @@ def test_config_read_stops_after_the_limit(tmp_path: Path) -> None:
     small = _write(tmp_path / "small.toml", b"[log]\n")
     assert config.read_bytes(str(small), limit=64) == b"[log]\n"  # the control
 
+
+def test_rewriting_a_trigger_to_0_is_fine_with_a_stop_signal(tmp_path: Path) -> None:
+    """The negative control of the issue-10 cases: with a stop signal, -r TERM:0 loads."""
+    path = _write(tmp_path / "gracerun.toml", b'[shutdown]\nstop_signal = "QUIT"\n')
+    cfg = config.load(str(path), {"signals": {"rewrite": {"TERM": "0"}}})
+    assert cfg.signals.rewrite == {15: 0}
+    assert cfg.shutdown.stop_signal_for(15, cfg.signals.rewrite) == 3

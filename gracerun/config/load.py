@@ -169,12 +169,32 @@ def _read_table(root: Reader, name: str, env: Env) -> dict[str, Any]:
     return out
 
 
-def _read_shutdown(sd: Reader, problems: list[str]) -> ShutdownConfig:
+def _read_shutdown(sd: Reader, rewrite: Mapping[int, int], problems: list[str],
+                   labels: Mapping[str, str]) -> ShutdownConfig:
     before = len(problems)
     cfg = ShutdownConfig(**_options(sd, None))
     if cfg.stop_grace is not None and cfg.stop_grace > cfg.budget and len(problems) == before:
         sd.error("stop_grace", f"expected at most the budget ({cfg.budget:g}s), got "
                                f"{cfg.stop_grace:g}s")
+    if cfg.stop_signal is None:
+        # A trigger rewritten to 0 would leave the stop phase nothing to send, and the
+        # service would meet SIGKILL at the end of the budget; a preStop or the
+        # service's exit stands for the rule's stand-in, so that one counts too.
+        for trigger in (*sorted(cfg.triggers), None):
+            if settings.STOP_SIGNAL(trigger, rewrite) == 0:
+                from gracerun.core import signals
+
+                if trigger is None:
+                    what = (f"{signals.name(settings.STOP_SIGNAL.stand_in)} stands for a "
+                            "shutdown started by gracerun prestop or by the service's exit")
+                else:
+                    what = f"{signals.name(trigger)} starts the shutdown"
+                where = labels.get("signals.rewrite", "signals.rewrite")
+                flag = settings.BY_KEY["shutdown.stop_signal"].flags[-1]
+                problems.append(f"{where}: {what} and is rewritten to 0, so the stop phase "
+                                f"would send no signal; set shutdown.stop_signal ({flag}) to "
+                                f"the signal the service stops on")
+                break
     return cfg
 
 
@@ -211,7 +231,7 @@ def build(data: Mapping[str, Any], *, source: str = "",
     process = ProcessConfig(**_read_table(root, "process", env))
     log = LogConfig(**_read_table(root, "log", env))
     sd = root.table("shutdown")
-    shutdown = _read_shutdown(sd, problems)
+    shutdown = _read_shutdown(sd, signals_cfg.rewrite, problems, labels)
     sd.seen.update(PHASE_TABLES)  # known keys even when absent (did-you-mean)
     plan = None
     if any(name in sd.data for name in PHASE_TABLES):

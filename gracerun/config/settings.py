@@ -167,7 +167,9 @@ SETTINGS: tuple[Setting, ...] = (
             more="At most the budget; may be 0."),
     Setting("shutdown.stop_signal", flags=("--stop-signal",), metavar="SIGNAL",
             parse=values.signal_number, rule=STOP_SIGNAL,
-            help="the signal the service receives in the stop phase"),
+            help="the signal the service receives in the stop phase",
+            more="Must be set when a trigger (or SIGTERM) is rewritten to 0, or the stop "
+                 "phase would have no signal to send."),
     Setting("shutdown.triggers", flags=("--trigger",), metavar="SIGNAL", action="append",
             parse=values.triggers, default=frozenset({signal.SIGTERM}),
             show=values.show_signals,
