@@ -8,7 +8,6 @@ phases, hooks and probes).
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -22,6 +21,8 @@ def _quote(key: str) -> str:
     """A key as TOML would write it in a dotted path: quoted when not bare."""
     if _BARE_KEY.fullmatch(key):  # fullmatch: "$" would let a trailing newline through
         return key
+    import json  # only for a key that needs quoting: json costs ~2 ms of start-up
+
     return json.dumps(key, ensure_ascii=True)
 
 
