@@ -58,6 +58,12 @@ def _wire(sup: Supervisor) -> None:
         from gracerun.lifecycle.shutdown import Pipeline
 
         sup.prestop = Pipeline(sup)
+    if cfg.has_startup and cfg.startup is not None:
+        from gracerun.lifecycle.startup import Startup
+
+        restore = cfg.plan.deregister.hooks if cfg.plan is not None and cfg.startup.restore \
+            else ()
+        sup.startup = Startup(sup, cfg.startup, restore)
     path = cfg.control.path(pid1=os.getpid() == 1)
     if path is None:
         return

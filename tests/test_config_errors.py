@@ -32,6 +32,36 @@ type = "http"
 
 # (id, gracerun.toml text, fragments each expected in one problem line)
 CASES: list[tuple[str, str, tuple[str, ...]]] = [
+    ("registry kind in startup.hooks", '[[startup.hooks]]\ntype = "nacos"\n',
+     ("startup.hooks[0].type: nacos takes the instance out and puts it back: declare it "
+      "once in [[shutdown.deregister.hooks]]",)),
+    ("startup probe and delay", '[startup]\ndelay = "2s"\n'
+     'probe = { type = "tcp", port = 8080 }\n',
+     ("startup.delay: expected either a probe or a fixed delay, not both",)),
+    ("startup on_failure", '[startup]\non_failure = "maybe"\n',
+     ("startup.on_failure: expected one of ready, not-ready",)),
+    ("nacos without its instance", '[[shutdown.deregister.hooks]]\ntype = "nacos"\n'
+     'server = "http://127.0.0.1:8848"\n',
+     ("shutdown.deregister.hooks[0].service_name: missing",
+      "shutdown.deregister.hooks[0].ip: missing", "shutdown.deregister.hooks[0].port: missing")),
+    ("nacos server with credentials", '[[shutdown.deregister.hooks]]\ntype = "nacos"\n'
+     'server = "http://u:p@127.0.0.1:8848"\nservice_name = "s"\nip = "10.0.0.1"\n'
+     'port = 8080\n',
+     ("shutdown.deregister.hooks[0].server: expected no credentials in the URL",)),
+    ("consul bad mode", '[[shutdown.deregister.hooks]]\ntype = "consul"\nservice_id = "x"\n'
+     'mode = "drain"\n',
+     ("shutdown.deregister.hooks[0].mode: expected one of maintenance, deregister",)),
+    ("etcd ttl zero", '[[shutdown.deregister.hooks]]\ntype = "etcd"\n'
+     'endpoint = "http://127.0.0.1:2379"\nkey = "/s/10.0.0.1:80"\nttl = 0\n',
+     ("shutdown.deregister.hooks[0].ttl: expected a duration greater than zero",)),
+    ("drain with an empty probes array", '[shutdown.drain]\nprobes = []\n',
+     ("shutdown.drain.probes: expected at least one probe",)),
+    ("drain probes entry of a wrong kind", '[shutdown.drain]\n'
+     'probes = [{ type = "tcp", port = 80 }]\n',
+     ("shutdown.drain.probes[0].type: expected one of connections, http, exec, haproxy",)),
+    ("kubernetes probe without service", '[shutdown.propagate]\n'
+     'probe = { type = "kubernetes" }\n',
+     ("shutdown.propagate.probe.service: missing",)),
     ("negative budget", "[shutdown]\nbudget = -3\n",
      ('shutdown.budget: expected a duration like "20s", got -3',)),
     ("budget not a duration", '[shutdown]\nbudget = "20 sec"\n',
@@ -49,7 +79,7 @@ CASES: list[tuple[str, str, tuple[str, ...]]] = [
      ("shutdown: expected a table, got an integer 5",)),
     ("unknown hook type", '[[shutdown.notify.hooks]]\ntype = "smoke"\n',
      ("shutdown.notify.hooks[0].type: expected one of exec, http, sleep, signal, haproxy, "
-      "got 'smoke'",)),
+      "nacos, eureka, consul, etcd, nginx, got 'smoke'",)),
     ("hook without type", '[[shutdown.notify.hooks]]\nsignal = "SIGUSR1"\n',
      ("shutdown.notify.hooks[0].type: missing; expected one of exec, http, sleep, signal",)),
     ("unknown hook key", '[[shutdown.notify.hooks]]\ntype = "signal"\nsignal = "USR1"\n'
@@ -104,7 +134,7 @@ CASES: list[tuple[str, str, tuple[str, ...]]] = [
     ("propagate exec probe", '[shutdown.propagate]\n'
      'probe = { type = "exec", command = ["true"] }\n',
      ("shutdown.propagate.probe.type: expected one of connections, http, haproxy, "
-      "got 'exec'",)),
+      "kubernetes, got 'exec'",)),
     ("drain without probe", '[shutdown.drain]\ntimeout = "10s"\n',
      ("shutdown.drain.probe: missing; expected e.g. probe = ",)),
     ("drain probe without type", '[shutdown.drain]\nprobe = { port = 8080 }\n',
@@ -390,7 +420,7 @@ def test_valid_probe_of_the_wrong_kind_gets_one_message(tmp_path: Path) -> None:
     path.write_text('[shutdown.propagate]\nprobe = { type = "exec", command = ["true"] }\n')
     problems = problems_of(path)
     assert problems == ["shutdown.propagate.probe.type: expected one of connections, http, "
-                        "haproxy, got 'exec'"]
+                        "haproxy, kubernetes, got 'exec'"]
 
 
 def test_missing_variable_is_reported_at_load_not_at_shutdown(

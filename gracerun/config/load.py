@@ -25,7 +25,7 @@ from gracerun.config.values import Env
 from gracerun.errors import ConfigError
 
 if TYPE_CHECKING:  # plan.py is imported only for configs that use it (start-up time)
-    from gracerun.config.plan import Plan, Probe
+    from gracerun.config.plan import Plan, Probe, StartupConfig
 
 DEFAULT_BUDGET: float = default("shutdown.budget")
 PHASE_TABLES = ("notify", "deregister", "propagate", "drain")
@@ -118,6 +118,7 @@ class Config(NamedTuple):
     log: LogConfig = LogConfig()
     shutdown: ShutdownConfig = ShutdownConfig()
     plan: Plan | None = None  # None: no pre-stop phases configured
+    startup: StartupConfig | None = None  # None: READY as soon as the service is started
     server: ServerConfig = ServerConfig()
     state: StateConfig = StateConfig()
     control: ControlConfig = ControlConfig()
@@ -127,7 +128,14 @@ class Config(NamedTuple):
     def needs_asyncio(self) -> bool:
         """Whether anything configured needs the asyncio loop (see loop.py)."""
         return (self.has_pipeline or self.server.listen is not None
-                or self.state.pushgateway is not None)
+                or self.state.pushgateway is not None or self.has_startup)
+
+    @property
+    def has_startup(self) -> bool:
+        """Is there a start-up sequence to run (a probe, a delay, hooks to run or put back)?"""
+        su = self.startup
+        return su is not None and (su.probe is not None or su.delay is not None
+                                   or bool(su.hooks) or (su.restore and _restores(self.plan)))
 
     @property
     def has_pipeline(self) -> bool:
@@ -202,10 +210,10 @@ def _read_observe(root: Reader, env: Env) -> dict[str, Any]:
     sv = root.table("server")
     ready_probe = None
     if "ready_probe" in sv.data:
-        from gracerun.config.plan import READY_PROBES
+        from gracerun.config.plan import ready_probes
         from gracerun.config.plan_reader import read_probe
 
-        ready_probe = read_probe(sv.table("ready_probe"), env, READY_PROBES)
+        ready_probe = read_probe(sv.table("ready_probe"), env, ready_probes())
     server = ServerConfig(**_options(sv, env), ready_probe=ready_probe)
     sv.finish()
 
@@ -240,11 +248,28 @@ def build(data: Mapping[str, Any], *, source: str = "",
         plan = read_plan(sd, env)
     sd.finish()
     observe = _read_observe(root, env)
+    startup = None
+    root.seen.add("startup")
+    server = observe["server"]
+    if "startup" in root.data or server.ready_probe is not None or _restores(plan):
+        from gracerun.config.plan_reader import read_startup
+
+        startup = read_startup(root.table("startup"), env, server.ready_probe,
+                               server.ready_interval)
     root.finish()
     if problems:
         raise ConfigError(problems, source)
     return Config(signals=signals_cfg, process=process, log=log, shutdown=shutdown, plan=plan,
-                  source=source, **observe)
+                  startup=startup, source=source, **observe)
+
+
+def _restores(plan: Plan | None) -> bool:
+    """Does a deregister hook know how to put the instance back (a start-up to run)?"""
+    if plan is None or not plan.deregister.hooks:
+        return False
+    from gracerun.config.plan import HOOKS
+
+    return any(hasattr(HOOKS.module(h.kind), "restore") for h in plan.deregister.hooks)
 
 
 # -------------------------------------------------------------------- loading

@@ -15,7 +15,7 @@ start-up time; see load.py).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import MISSING, dataclass, field
 from typing import Any
 
@@ -25,7 +25,7 @@ from gracerun.config.values import Env, Parser
 
 def opt(default: Any = MISSING, *, help: str, parse: Parser | None = None,
         expand: Callable[[Env], Parser] | None = None, expect: str = "", shown: str | None = None,
-        rule: str = "", more: str = "", keys: tuple[str, ...] = ()) -> Any:
+        rule: str = "", more: str = "", keys: tuple[str, ...] = (), secret: bool = False) -> Any:
     """A field that is a TOML key: its default, parser and documentation, once.
 
     parse / expand: the parser, or a factory of it taking the environment (the value
@@ -33,13 +33,14 @@ def opt(default: Any = MISSING, *, help: str, parse: Parser | None = None,
     "missing" message asks for (the field is required).  shown: the docs' words for
     the default when the value alone does not say it.  rule: a default worked out
     from other values (a format string of the kind and index for hook names).
-    keys: the TOML keys, when they are not the field's name.
+    keys: the TOML keys, when they are not the field's name.  secret: a password or
+    token: left out of the record's repr (and so of any log line that prints it).
     """
     meta = {"help": help, "parse": parse, "expand": expand, "expect": expect,
-            "shown": shown, "rule": rule, "more": more, "keys": keys}
+            "shown": shown, "rule": rule, "more": more, "keys": keys, "secret": secret}
     if isinstance(default, dict):
-        return field(default_factory=dict, metadata=meta)  # immutable by convention
-    return field(default=default, metadata=meta)
+        return field(default_factory=dict, metadata=meta, repr=not secret)
+    return field(default=default, metadata=meta, repr=not secret)
 
 
 # ------------------------------------------------------------------- hooks
@@ -284,20 +285,77 @@ def kind_of(cls: type) -> str:
     return cls.__name__.removesuffix("Hook").removesuffix("Probe").lower()
 
 
-HOOKS: dict[str, type[Hook]] = {
-    kind_of(c): c for c in (ExecHook, HttpHook, SleepHook, SignalHook, HaproxyHook)}
-PROBES: dict[str, type[Probe]] = {
-    kind_of(c): c for c in (ConnectionsProbe, HttpProbe, ExecProbe, TcpProbe, HaproxyProbe)}
+class Kinds(Mapping[str, type]):
+    """kind -> record class, from a registry of kind modules (each holds RECORD).
+
+    The registries are lifecycle/hooks/__init__.py's and lifecycle/probes/__init__.py's
+    KINDS: a new kind is one new module there plus one line in KINDS.  Loaded on first
+    use, so that importing this module imports no kind module.
+    """
+
+    def __init__(self, package: str) -> None:
+        self.package = package
+        self._records: dict[str, type] | None = None
+        self._modules: dict[str, Any] = {}
+
+    def _load(self) -> dict[str, type]:
+        if self._records is None:
+            import importlib
+
+            registry = importlib.import_module(self.package).KINDS
+            for kind, name in registry.items():
+                self._modules[kind] = importlib.import_module(f"{self.package}.{name}")
+            self._records = {kind: module.RECORD for kind, module in self._modules.items()}
+        return self._records
+
+    def module(self, kind: str) -> Any:
+        self._load()
+        return self._modules[kind]
+
+    def __getitem__(self, kind: str) -> type:
+        return self._load()[kind]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._load())
+
+    def __len__(self) -> int:
+        return len(self._load())
+
+    def able(self, *capabilities: str) -> tuple[str, ...]:
+        """The kinds whose module offers any of `capabilities` (functions by name)."""
+        return tuple(kind for kind in self if any(
+            hasattr(self.module(kind), c) for c in capabilities))
+
+
+HOOKS = Kinds("gracerun.lifecycle.hooks")
+PROBES = Kinds("gracerun.lifecycle.probes")
+
+
+def drain_probes() -> tuple[str, ...]:
+    """Probe kinds that can read work in flight."""
+    return PROBES.able("in_flight")
+
+
+def propagate_probes() -> tuple[str, ...]:
+    """Probe kinds that can count new traffic or tell when the world has noticed."""
+    return PROBES.able("traffic", "propagated")
+
+
+def ready_probes() -> tuple[str, ...]:
+    """Probe kinds that can gate readiness."""
+    return PROBES.able("ready")
+
 
 # Where probes go, which kinds each place admits, and what the reading means there.
-DRAIN_PROBES = ("connections", "http", "exec", "haproxy")
-PROPAGATE_PROBES = ("connections", "http", "haproxy")
-READY_PROBES = ("http", "tcp")
 PROBE_PLACES = (
-    ("shutdown.drain.probe", DRAIN_PROBES, "work in flight; the phase ends at 0"),
-    ("shutdown.propagate.probe", PROPAGATE_PROBES,
-     "a traffic counter; the phase ends once it stops moving"),
-    ("server.ready_probe", READY_PROBES, "the service's own readiness, gating `/ready`"),
+    ("shutdown.drain.probe", drain_probes, "work in flight; the phase ends at 0"),
+    ("shutdown.propagate.probe", propagate_probes,
+     "a traffic counter (the phase ends once it stops moving), or the cluster's own "
+     "answer (kubernetes: the phase ends once the pod's endpoint is not ready)"),
+    ("startup.probe", ready_probes, "the service's own readiness: the start-up sequence "
+     "waits for it before it puts the instance back, and `/ready` answers 200 only after"),
+    ("server.ready_probe", ready_probes, "the same as `startup.probe` (the older name; "
+     "used when `startup.probe` is not set)"),
 )
 # Probes that can also count new traffic: an adaptive propagate may borrow them from drain.
 COUNTING_PROBES = (ConnectionsProbe, HaproxyProbe)
@@ -344,14 +402,56 @@ class DrainConfig:
                               expect='e.g. probe = { type = "connections", port = 8080 }',
                               help="a `connections`, `http`, `exec` or `haproxy` "
                                    "[probe](#probes) whose reading is the work in flight. The "
-                                   "phase ends when it reads 0 or less")
+                                   "phase ends when it reads 0 or less. `probe` or `probes` "
+                                   "(or both) is required")
+    probes: tuple[Probe, ...] = opt(
+        (), help="an array of further probes (each as `probe`): the phase ends when every "
+                 "one reads 0 or less, e.g. the connections probe and the service's own "
+                 "in-flight counter")
     interval: float = opt(0.2, parse=values.positive_duration,
-                          help="how often the probe is read")
+                          help="how often the probes are read")
     timeout: float = opt(30.0, parse=values.positive_duration,
                          help="the longest the phase waits")
 
+    @property
+    def all_probes(self) -> tuple[Probe, ...]:
+        return ((self.probe,) if self.probe is not None else ()) + self.probes
+
+    def counting_probe(self) -> Probe | None:
+        """The first probe that can also count new traffic (for an adaptive propagate)."""
+        return next((p for p in self.all_probes if isinstance(p, COUNTING_PROBES)), None)
+
     def worst_case(self) -> float:
-        return self.timeout if self.probe is not None else 0.0
+        return self.timeout if self.all_probes else 0.0
+
+
+@dataclass(frozen=True)
+class StartupConfig:
+    """[startup]: once the service is ready, put it (back) into rotation."""
+
+    probe: Probe | None = opt(None,  # noqa: RUF009 (opt() returns a dataclasses.field)
+                              help="an `http` or `tcp` [probe](#probes) that passes once the "
+                                   "service can take work; polled every `interval`. Without "
+                                   "it (and without `delay`) the service counts as ready as "
+                                   "soon as it is started. `server.ready_probe` is the older "
+                                   "name, used when this is not set")
+    delay: float | None = opt(None, parse=values.duration,
+                              help="instead of a probe: a fixed wait after the start")
+    interval: float = opt(1.0, parse=values.positive_duration,
+                          help="how often the probe is read")
+    restore: bool = opt(True, parse=values.boolean,
+                        help="put back what the deregister hooks take out (each kind that "
+                             "can: haproxy, nacos, eureka, consul, etcd, nginx), so that a "
+                             "rolling restart leaves every instance in rotation")
+    hooks: tuple[Hook, ...] = opt((), help="further hooks to run once ready, written "
+                                           "`[[startup.hooks]]` (exec, http, sleep, signal)")
+    on_failure: str = opt("ready", parse=values.Choice("ready", "not-ready"),
+                          help='when a start-up hook fails: `"ready"`: log and count it, '
+                               'and become ready anyway; `"not-ready"`: `/ready` stays 503 '
+                               "and the failed hooks are retried every `retry_interval`")
+    retry_interval: float = opt(5.0, parse=values.positive_duration,
+                                help='with `on_failure = "not-ready"`: the wait between '
+                                     "retries")
 
 
 @dataclass(frozen=True)

@@ -16,11 +16,9 @@ from typing import Any, TypeVar
 from gracerun.config import values
 from gracerun.config.plan import (
     COUNTING_PROBES,
-    DRAIN_PROBES,
     HOOK_PHASES,
     HOOKS,
     PROBES,
-    PROPAGATE_PROBES,
     ConnectionsProbe,
     DrainConfig,
     Hook,
@@ -28,6 +26,10 @@ from gracerun.config.plan import (
     Plan,
     Probe,
     PropagateConfig,
+    StartupConfig,
+    drain_probes,
+    propagate_probes,
+    ready_probes,
 )
 from gracerun.config.reader import Reader
 from gracerun.config.values import Env, describe
@@ -103,9 +105,9 @@ def _one_haproxy_target(r: Reader) -> None:
         r.error("address", 'expected either "socket" or "address", not both')
 
 
-def read_probe(r: Reader, env: Env, kinds: tuple[str, ...] = tuple(PROBES)) -> Probe | None:
+def read_probe(r: Reader, env: Env, kinds: tuple[str, ...] | None = None) -> Probe | None:
     before = len(r.problems)
-    kind = _kind(r, kinds)
+    kind = _kind(r, tuple(PROBES) if kinds is None else kinds)
     if kind is None:
         return None
     given: dict[str, Any] = {}
@@ -119,19 +121,50 @@ def read_probe(r: Reader, env: Env, kinds: tuple[str, ...] = tuple(PROBES)) -> P
 _NAME_RULE: str = next(f for f in fields(Hook) if f.name == "name").metadata["rule"]
 
 
-def _read_hook(r: Reader, index: int, env: Env) -> Hook | None:
+# The kinds that do one thing in one direction; the others take an instance out and put
+# it back, and belong in shutdown.deregister (the start-up puts them back).
+GENERIC_HOOKS = ("exec", "http", "sleep", "signal")
+
+
+def _read_hook(r: Reader, index: int, env: Env, kinds: tuple[str, ...] | None = None,
+               what: str = "") -> Hook | None:
     before = len(r.problems)
-    kind = _kind(r, tuple(HOOKS))
+    if kinds is not None and r.data.get("type") in HOOKS and r.data.get("type") not in kinds:
+        r.error("type", f"{r.data['type']} takes the instance out and puts it back: declare it "
+                        f"once in [[shutdown.deregister.hooks]], and the start-up puts it back; "
+                        f"{what} takes one of {', '.join(kinds)}")
+        r.seen.update(r.data)
+        return None
+    kind = _kind(r, tuple(HOOKS) if kinds is None else kinds)
     if kind is None:
         r.seen.update(r.data)  # no point reporting unknown keys of an unknown kind
         return None
     if kind == "haproxy":
         _one_haproxy_target(r)
-    return read_record(r, HOOKS[kind], env, before=before,
+    hook = read_record(r, HOOKS[kind], env, before=before,
                        fallback={"name": _NAME_RULE.format(type=kind, n=index + 1)})
+    if hook is not None:
+        # The rules between a kind's keys, from its own module (problems() or validate()).
+        module = HOOKS.module(kind)
+        check = getattr(module, "problems", None) or getattr(module, "validate", None)
+        for line in check(hook) if check is not None else ():
+            key, sep, message = line.partition(": ")
+            if sep and key.replace("_", "").replace(", ", "").isalnum():
+                r.error(key.split(", ")[0], message)
+            else:
+                r.error("", line)
+        if len(r.problems) > before:
+            return None
+    return hook
 
 
 def _read_hook_phase(r: Reader, env: Env) -> HookPhase | None:
+    return read_record(r, HookPhase, env, {"hooks": _read_hooks(r, env)})
+
+
+def _read_hooks(r: Reader, env: Env, kinds: tuple[str, ...] | None = None,
+                what: str = "") -> tuple[Hook, ...]:
+    """The `hooks` array of tables of `r` (marking the key seen)."""
     raw_hooks = r.data.get("hooks", [])
     r.seen.add("hooks")
     hooks: list[Hook] = []
@@ -143,14 +176,14 @@ def _read_hook_phase(r: Reader, env: Env) -> HookPhase | None:
     names: set[str] = set()
     for i, raw in enumerate(raw_hooks[:MAX_HOOKS]):
         hr = Reader(raw, f"{r.path}.hooks[{i}]", r.problems, r.labels)
-        hook = _read_hook(hr, i, env)
+        hook = _read_hook(hr, i, env, kinds, what)
         if hook is None:
             continue
         if hook.name in names:
             hr.error("name", f"duplicate hook name {hook.name!r} in this phase")
         names.add(hook.name)
         hooks.append(hook)
-    return read_record(r, HookPhase, env, {"hooks": tuple(hooks)})
+    return tuple(hooks)
 
 
 def _read_propagate(r: Reader, env: Env) -> PropagateConfig | None:
@@ -159,7 +192,8 @@ def _read_propagate(r: Reader, env: Env) -> PropagateConfig | None:
     if "sleep" in r.data and adaptive:
         r.error("sleep", f"expected either a fixed sleep or an adaptive wait "
                          f"({', '.join(adaptive)}), not both")
-    probe = read_probe(r.table("probe"), env, PROPAGATE_PROBES) if "probe" in r.data else None
+    probe = (read_probe(r.table("probe"), env, propagate_probes()) if "probe" in r.data
+             else None)
     cfg = read_record(r, PropagateConfig, env, {"probe": probe}, before=before)
     if cfg is not None and cfg.min > cfg.max:
         r.error("min", f"expected at most max ({cfg.max:g}s), got {cfg.min:g}s")
@@ -172,10 +206,49 @@ def _read_drain(r: Reader, env: Env) -> DrainConfig | None:
     before = len(r.problems)
     probe = None
     if "probe" in r.data:
-        probe = read_probe(r.table("probe"), env, DRAIN_PROBES)
-    else:
+        probe = read_probe(r.table("probe"), env, drain_probes())
+    probes = _read_probe_list(r, "probes", env, drain_probes())
+    if "probe" not in r.data and "probes" not in r.data:
         r.require("probe", _DRAIN_PROBE_EXPECT)
-    return read_record(r, DrainConfig, env, {"probe": probe}, before=before)
+    elif probe is None and not probes and "probes" in r.data and not r.data["probes"]:
+        r.error("probes", "expected at least one probe: with none, the phase would end at "
+                          "once")
+    return read_record(r, DrainConfig, env, {"probe": probe, "probes": probes}, before=before)
+
+
+def _read_probe_list(r: Reader, key: str, env: Env, kinds: tuple[str, ...]
+                     ) -> tuple[Probe, ...]:
+    r.seen.add(key)
+    raw = r.data.get(key, [])
+    if not isinstance(raw, list):
+        r.error(key, f"expected an array of probe tables, got {describe(raw)}")
+        return ()
+    if len(raw) > MAX_HOOKS:
+        r.error(key, f"expected at most {MAX_HOOKS} probes, got {len(raw)}")
+    out = []
+    for i, item in enumerate(raw[:MAX_HOOKS]):
+        probe = read_probe(Reader(item, f"{r.path}.{key}[{i}]", r.problems, r.labels), env,
+                           kinds)
+        if probe is not None:
+            out.append(probe)
+    return tuple(out)
+
+
+def read_startup(r: Reader, env: Env, fallback_probe: Probe | None,
+                 fallback_interval: float) -> StartupConfig | None:
+    """[startup]; server.ready_probe (and its interval) stand in for startup.probe."""
+    before = len(r.problems)
+    probe = fallback_probe
+    given: dict[str, Any] = {}
+    if "probe" not in r.data and fallback_probe is not None and "interval" not in r.data:
+        given["interval"] = fallback_interval
+    if "probe" in r.data:
+        probe = read_probe(r.table("probe"), env, ready_probes())
+    if "delay" in r.data and probe is not None:
+        r.error("delay", "expected either a probe or a fixed delay, not both")
+    hooks = _read_hooks(r, env, GENERIC_HOOKS, "[[startup.hooks]]")
+    return read_record(r, StartupConfig, env, {**given, "probe": probe, "hooks": hooks},
+                       before=before)
 
 
 _DRAIN_PROBE_EXPECT: str = next(
@@ -202,8 +275,8 @@ def read_plan(sd: Reader, env: Env = None) -> Plan:
             and "probe" not in propagate.data:
         # An adaptive wait with no probe of its own watches the drain probe, when that
         # one can also count new traffic.
-        drain_probe = plan.drain.probe if plan.drain is not None else None
-        if not isinstance(drain_probe, COUNTING_PROBES):
+        drain_probes_ = plan.drain.all_probes if plan.drain is not None else ()
+        if not any(isinstance(p, COUNTING_PROBES) for p in drain_probes_):
             propagate.error("", "an adaptive wait needs a probe: set shutdown.propagate.probe, "
                                 "or sleep for a fixed wait, or use a connections or haproxy "
                                 "probe in shutdown.drain (it is watched too)")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Mapping
 from dataclasses import MISSING, Field, fields
 from pathlib import Path
 from typing import Any
@@ -91,12 +92,12 @@ def _record_table(cls: type, skip: tuple[str, ...] = ()) -> list[str]:
     return [*_HEAD, *(_field_row(f) for f in fields(cls) if f.name not in skip)]
 
 
-def _type_row(kinds: dict[str, Any]) -> str:
+def _type_row(kinds: Mapping[str, Any]) -> str:
     names = [f"`{k}`" for k in kinds]
     return _row("`type`", "required", f"{', '.join(names[:-1])} or {names[-1]}.")
 
 
-def _common_table(base: type, kinds: dict[str, Any]) -> list[str]:
+def _common_table(base: type, kinds: Mapping[str, Any]) -> list[str]:
     """The keys every kind has; a default some kinds change is shown with theirs."""
     rows = [*_HEAD, _type_row(kinds)]
     for f in fields(base):
@@ -116,7 +117,7 @@ def _kind_table(cls: type, base: type) -> list[str]:
 
 def _places_table() -> list[str]:
     rows = ["| place | kinds | the reading means |", "| --- | --- | --- |"]
-    rows += [_row(f"`{where}`", ", ".join(kinds), means)
+    rows += [_row(f"`{where}`", ", ".join(kinds()), means)
              for where, kinds, means in plan.PROBE_PLACES]
     return rows
 
@@ -146,6 +147,7 @@ def blocks() -> dict[str, list[str]]:
     out["shutdown.notify"] = _record_table(plan.HookPhase)
     out["shutdown.propagate"] = _record_table(plan.PropagateConfig)
     out["shutdown.drain"] = _record_table(plan.DrainConfig)
+    out["startup"] = _record_table(plan.StartupConfig)
     out["hooks"] = _common_table(plan.Hook, plan.HOOKS)
     for kind, hook in plan.HOOKS.items():
         out[f"hooks.{kind}"] = _kind_table(hook, plan.Hook)

@@ -218,12 +218,13 @@ SETTINGS: tuple[Setting, ...] = (
             help="serve `/metrics`, `/ready` and `/live` here: `127.0.0.1:9102`, `[::1]:9102`, "
                  "or `:9102` for all addresses (bind it to an internal address)"),
     Setting("server.ready_probe",
-            help="an `http` or `tcp` probe of the service's own readiness: `/ready` answers "
-                 "503 until it has passed once",
-            more="See [Probes](#probes). From the start of a shutdown `/ready` answers 503 "
-                 "whatever the probe says, before any phase runs."),
+            help="the older name of `startup.probe` (used when that is not set): an `http` or "
+                 "`tcp` probe of the service's own readiness; `/ready` answers 503 until it "
+                 "has passed and the start-up sequence is done",
+            more="See [Probes](#probes) and [Start-up](#start-up). From the start of a shutdown "
+                 "`/ready` answers 503 whatever the probe says, before any phase runs."),
     Setting("server.ready_interval", parse=values.positive_duration, default=1.0,
-            help="how often the ready probe is tried until it passes"),
+            help="how often `server.ready_probe` is tried until it passes"),
     # ------------------------------------------------------------- [state]
     Setting("state.file", expand=strings.path, shown="off",
             help="a JSON file with the timeline of the shutdown and the service's exit code",

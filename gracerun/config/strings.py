@@ -78,6 +78,18 @@ def argv(env: Env) -> Parser:
     return parse
 
 
+def text_list(env: Env) -> Parser:
+    """An array of strings (tags), each ${VAR}-expanded; a tuple."""
+    expand = text(env)
+
+    def parse(value: Any) -> tuple[str, ...]:
+        if not isinstance(value, list):
+            raise ValueError(f"expected an array of strings, got {describe(value)}")
+        return tuple(expand(v) for v in value)
+
+    return parse
+
+
 def string_table(env: Env) -> Parser:
     expand = text(env)
 

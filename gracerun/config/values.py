@@ -138,6 +138,19 @@ def whole(low: int, high: int) -> Callable[[Env], Parser]:
     return factory
 
 
+def number(low: float, high: float) -> Parser:
+    """A number (integer or float, not a boolean) in [low, high]."""
+
+    def parse(value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float) \
+                or not low <= value <= high:
+            raise ValueError(f"expected a number from {low:g} to {high:g}, got "
+                             f"{describe(value)}")
+        return float(value)
+
+    return parse
+
+
 def exit_code(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise ValueError(f"expected an exit code from 0 to 255, got {brief(value)}")

@@ -87,7 +87,7 @@ class Pipeline:
             return None
         if plan.propagate is not None:
             return State.PROPAGATE
-        if plan.drain is not None and plan.drain.probe is not None:
+        if plan.drain is not None and plan.drain.all_probes:
             return State.DRAIN
         return None
 
@@ -207,7 +207,7 @@ class Pipeline:
             self._reason = "service exited" if exited else (
                 "slept" if end == start + cfg.sleep else "deadline")
             return
-        probe = cfg.probe or (self.plan.drain.probe if self.plan.drain else None)
+        probe = cfg.probe or (self.plan.drain.counting_probe() if self.plan.drain else None)
         assert probe is not None  # config validation guarantees a probe
         check = propagation(probe, self.service)
         if check is not None:
@@ -274,22 +274,30 @@ class Pipeline:
         self._reason = reason
 
     async def _drain(self, cfg: DrainConfig, deadline: float) -> None:
-        if cfg.probe is None:
+        if not cfg.all_probes:
             return
         loop = asyncio.get_running_loop()
         self._enter(State.DRAIN)
         start = loop.time()
         end = min(start + cfg.timeout, deadline)
-        reader = InFlight(cfg.probe, self.service)
+        readers = [InFlight(p, self.service) for p in cfg.all_probes]
         reason, value, warned = "timeout", None, False
         for _ in range(_MAX_POLLS):
             if loop.time() >= end:
                 reason = "timeout" if end < deadline else "deadline"
                 break
-            value, error = await _read(reader.read, end)
-            if error and not warned:
-                event(logging.WARNING, "drain probe failed; retrying", error=error)
+            # Every probe at once; the phase ends when all of them read zero.
+            readings = await asyncio.gather(*(_read(r.read, end) for r in readers))
+            errors = [error for _, error in readings if error]
+            if errors and not warned:
+                event(logging.WARNING, "drain probe failed; retrying", error=errors[0])
                 warned = True
+            values = [v for v, _ in readings]
+            value = None if any(v is None for v in values) else \
+                sum(max(0.0, v) for v in values if v is not None)
+            if len(values) > 1:
+                self.lifecycle.note(readings=",".join("?" if v is None else f"{v:g}"
+                                                      for v in values))
             if value is not None:
                 self.lifecycle.probe("drain", value)
                 if value <= 0:

@@ -1,9 +1,9 @@
 """The small HTTP endpoint: /metrics, /ready and /live, reads only.
 
     GET /metrics   Prometheus text format, or OpenMetrics when Accept asks for it
-    GET /ready     200 while the service is up and accepting work; 503 before
-                   the ready probe (if any) first passed, and from the first
-                   moment of the shutdown on
+    GET /ready     200 while the lifecycle is READY: 503 until the start-up
+                   sequence (ready probe, putting the instance back) is done, and
+                   from the first moment of the shutdown on
     GET /live      200 while gracerun runs
     HEAD           the same without the body; any other method: 405
 
@@ -28,8 +28,7 @@ import os
 import re
 from typing import TYPE_CHECKING, Any
 
-from gracerun.config.plan import Probe
-from gracerun.core.lifecycle import Event, State, Transition
+from gracerun.core.lifecycle import State
 from gracerun.core.log import event
 from gracerun.errors import UsageError
 
@@ -62,12 +61,8 @@ class Server:
     def __init__(self, sup: Supervisor, registry: CollectorRegistry) -> None:
         self.sup = sup
         self.registry = registry
-        self.probe: Probe | None = sup.cfg.server.ready_probe
-        self.gate_passed = self.probe is None
         self.connections: set[_Connection] = set()
         self._server: Any = None
-        self._gate_task: asyncio.Task[None] | None = None
-        sup.lifecycle.subscribe(self._on_event)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -86,14 +81,10 @@ class Server:
             else:
                 reason = exc.strerror or str(exc)
             raise UsageError(f"server.listen: cannot listen on {listen}: {reason}") from None
-        if self.probe is not None:
-            self._gate_task = loop.create_task(self._gate(self.probe))
         event(logging.DEBUG, "serving /metrics, /ready, /live", listen=listen)
 
     def close(self) -> None:
         """Stop listening and drop open connections (called last, as gracerun exits)."""
-        if self._gate_task is not None:
-            self._gate_task.cancel()
         if self._server is not None:
             self._server.close()
         for conn in list(self.connections):
@@ -103,25 +94,9 @@ class Server:
 
     @property
     def ready(self) -> bool:
-        """READY in the lifecycle, the service running, and the ready probe passed once."""
-        sup = self.sup
-        return (sup.lifecycle.state is State.READY and sup.service.running
-                and self.gate_passed)
-
-    def _on_event(self, event: Event) -> None:
-        if isinstance(event, Transition) and event.state >= State.NOTIFY \
-                and self._gate_task is not None:
-            self._gate_task.cancel()
-
-    async def _gate(self, probe: Probe) -> None:
-        """Poll the ready probe until it passes once; nothing wakes up after that."""
-        interval = self.sup.cfg.server.ready_interval
-        from gracerun.lifecycle.probes import passes
-
-        while not await passes(probe):
-            await asyncio.sleep(interval)
-        self.gate_passed = True
-        event(logging.DEBUG, "ready probe passed", probe=probe.kind)
+        """READY in the lifecycle (the start-up sequence, ready probe included, is done;
+        no shutdown has begun) and the service running."""
+        return self.sup.lifecycle.state is State.READY and self.sup.service.running
 
     # ------------------------------------------------------------- requests
 

@@ -31,13 +31,22 @@ class HookTimedOut(HookFailed):
     """The hook's own timeout ran out (e.g. every HTTP attempt timed out)."""
 
 
-# kind -> module in this package (imported when a hook of that kind runs)
+# kind -> module in this package.  Each module holds RECORD (its config record, whose
+# fields are the table's keys), `async run(hook, service)` (the shutdown direction) and,
+# for the kinds that can put an instance back, `async restore(hook, service)`.  Importing
+# one must stay cheap (no asyncio at the top): config loading reads RECORD before the
+# service starts.
 KINDS = {
     "exec": "exec",
     "http": "http",
     "sleep": "sleep",
     "signal": "signal",
     "haproxy": "haproxy",
+    "nacos": "nacos",
+    "eureka": "eureka",
+    "consul": "consul",
+    "etcd": "etcd",
+    "nginx": "nginx",
 }
 
 

@@ -27,10 +27,11 @@ the service's business, not this hook's.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from gracerun.config.plan import Hook
+from gracerun.config import strings, values
+from gracerun.config.plan import Hook, opt
 from gracerun.lifecycle.hooks import HookFailed, HookTimedOut
 
 if TYPE_CHECKING:
@@ -50,32 +51,33 @@ class ConsulHook(Hook):
 
     # The Consul agent's HTTP API, "http://127.0.0.1:8500" (or https://...); no
     # credentials in it.
-    address: str = "http://127.0.0.1:8500"
-    # The service instance's ID on that agent (not its name), e.g. "orders-${HOSTNAME}".
-    service_id: str
-    # "maintenance" (soft, default): maintenance mode on/off, which health checks and
-    # heartbeats do not undo; "deregister" (hard): deregister/register.
-    mode: str = "maintenance"
-    # The ACL token, sent as the X-Consul-Token header; a secret, so only from ${ENV}
-    # expansion; never logged or shown.  "" when ACLs are off.
-    token: str = field(default="", repr=False)
-    # The maintenance reason Consul shows (the maintenance check's notes); any text.
-    reason: str = DEFAULT_REASON
-    # The registration restore() sends in "deregister" mode when the agent does not know
-    # the service.  The service's name (required for that).
-    service_name: str = ""
-    # Its address ("" means the agent's node address), e.g. "${POD_IP}".
-    service_address: str = ""
-    # Its port, 0-65535 (0: none).
-    service_port: int = 0
-    # Its tags, an array of strings.
-    tags: tuple[str, ...] = ()
-    # An HTTP check for Consul to run, e.g. "http://${POD_IP}:8080/health"; "" for none.
-    check_http: str = ""
-    # How often Consul runs check_http, a duration ("10s").
-    check_interval: float = 10.0
-    # A TTL check instead (the service reports to it itself), a duration; 0 for none.
-    check_ttl: float = 0.0
+    address: str = opt("http://127.0.0.1:8500", expand=strings.url,
+                       help="the Consul agent's HTTP API; no credentials in it")
+    service_id: str = opt(expand=strings.text,
+                          expect='the service instance\'s ID, e.g. "orders-${HOSTNAME}"',
+                          help="the service instance's ID on that agent (not its name)")
+    mode: str = opt("maintenance", parse=values.Choice(*MODES),
+                    help='`"maintenance"` (soft: maintenance mode on, off at start-up; health '
+                         'checks and heartbeats do not undo it) or `"deregister"` (hard: '
+                         "deregister, register at start-up)")
+    token: str = opt("", expand=strings.text, secret=True,
+                     help='the ACL token, sent as `X-Consul-Token`: write `"${CONSUL_TOKEN}"`; '
+                          "never logged")
+    reason: str = opt(DEFAULT_REASON, expand=strings.text,
+                      help="the maintenance reason Consul shows")
+    service_name: str = opt("", expand=strings.text,
+                            help='`mode = "deregister"`: the name to register at start-up '
+                                 "(required there)")
+    service_address: str = opt("", expand=strings.text,
+                               help="its address (empty: the agent's node address)")
+    service_port: int = opt(0, expand=values.whole(0, 65535), help="its port (0: none)")
+    tags: tuple[str, ...] = opt((), expand=strings.text_list, help="its tags")
+    check_http: str = opt("", expand=strings.text,
+                          help='an HTTP check for Consul to run, `"http://${POD_IP}:8080/health"`')
+    check_interval: float = opt(10.0, parse=values.positive_duration,
+                                help="how often Consul runs `check_http`")
+    check_ttl: float = opt(0.0, parse=values.duration,
+                           help="a TTL check instead (the service reports to it); 0 for none")
 
     @property
     def agent(self) -> Agent:
@@ -98,6 +100,9 @@ class ConsulHook(Hook):
             body["Check"] = {"TTL": _go_duration(self.check_ttl)}
         return body
 
+
+
+RECORD = ConsulHook  # the config record of this kind (lifecycle/hooks/__init__.py: KINDS)
 
 async def run(hook: ConsulHook, service: Service) -> str:
     """Take the instance out; "already gone" (unknown to the agent) is success."""
@@ -203,3 +208,9 @@ def _go_duration(seconds: float) -> str:
     if seconds == int(seconds):
         return f"{int(seconds)}s"
     return f"{max(round(seconds * 1000), 1)}ms"
+
+
+def registers(hook: ConsulHook) -> bool:
+    """In deregister mode the start-up may register the service; a shutdown before that
+    has nothing of ours to take out.  Maintenance mode is always safe to switch on."""
+    return hook.mode == "deregister"

@@ -40,11 +40,12 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from gracerun.clients import etcd
-from gracerun.config.plan import Hook
+from gracerun.config import strings, values
+from gracerun.config.plan import Hook, opt
 from gracerun.core.log import event
 from gracerun.lifecycle.hooks import HookFailed, HookTimedOut
 
@@ -63,25 +64,30 @@ class EtcdHook(Hook):
     """The instance's key in etcd v3, through etcd's JSON gateway."""
 
     # etcd's client URL, "http://127.0.0.1:2379" or https://...; no credentials in it.
-    endpoint: str
-    # The instance's key, e.g. "/services/${SERVICE}/${POD_IP}:8080".
-    key: str
-    # What to put (any text, usually JSON); "" puts {"host": H, "port": P} taken from the
-    # key's last segment "H:P".
-    value: str = ""
-    # Lease TTL, a duration ("10s"); whole seconds, rounded up (etcd raises it to its
-    # minimum, 2 s by default).  Lease mode only.
-    ttl: float = 10.0
-    # "lease": a lease kept alive while the service runs, revoked at shutdown (default);
-    # "delete": the key without a lease, deleted at shutdown.
-    mode: str = "lease"
-    # The gateway's path prefix: "v3" (etcd >= 3.4), "v3beta" (3.3, 3.4), "v3alpha" (3.2, 3.3).
-    gateway: str = "v3"
-    # etcd user name, when etcd has auth enabled; from ${ENV} expansion only.
-    username: str = ""
-    # Its password; from ${ENV} expansion only; never logged (kept out of repr too).
-    password: str = field(default="", repr=False)
+    endpoint: str = opt(expand=strings.url, expect='etcd\'s client URL, e.g. "http://etcd:2379"',
+                        help="etcd's client URL (http or https); no credentials in it")
+    key: str = opt(expand=strings.text,
+                   expect='the instance\'s key, e.g. "/services/web/${POD_IP}:8080"',
+                   help="the instance's key")
+    value: str = opt("", expand=strings.text, shown='{"host": H, "port": P}',
+                     help='what to put (any text, usually JSON); empty: `{"host": H, '
+                          '"port": P}` from the key\'s last segment `"H:P"`')
+    ttl: float = opt(10.0, parse=values.positive_duration,
+                     help="the lease's TTL, whole seconds (rounded up); lease mode only")
+    mode: str = opt("lease", parse=values.Choice(*MODES),
+                    help='`"lease"`: put at start-up with a lease kept alive while the service '
+                         'runs, revoked at shutdown; `"delete"`: put without a lease, deleted '
+                         "at shutdown")
+    gateway: str = opt("v3", parse=values.Choice("v3", "v3beta", "v3alpha"),
+                       help='the JSON gateway\'s prefix: `"v3"` (etcd 3.4+), `"v3beta"` '
+                            '(3.3, 3.4), `"v3alpha"` (3.2, 3.3)')
+    username: str = opt("", expand=strings.text, help="etcd user, when auth is enabled")
+    password: str = opt("", expand=strings.text, secret=True,
+                        help='its password: write `"${ETCD_PASSWORD}"`; never logged')
 
+
+
+RECORD = EtcdHook  # the config record of this kind (lifecycle/hooks/__init__.py: KINDS)
 
 def validate(hook: EtcdHook) -> list[str]:
     """Problems with the hook's fields, one "key: ..., expected ..." line each ([] if none)."""
@@ -307,3 +313,9 @@ def _default_value(key: str) -> bytes | None:
         return None
     document: dict[str, Any] = {"host": host, "port": int(port)}
     return json.dumps(document, separators=(",", ":")).encode()
+
+
+def registers(hook: EtcdHook) -> bool:
+    """gracerun puts the key itself at start-up: a shutdown before that has nothing of
+    ours to delete (lifecycle/startup.py)."""
+    return True

@@ -27,10 +27,11 @@ and must fail rather than pass silently.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from gracerun.config.plan import Hook
+from gracerun.config import strings, values
+from gracerun.config.plan import Hook, opt
 from gracerun.lifecycle.hooks import HookFailed, HookTimedOut
 
 if TYPE_CHECKING:
@@ -49,18 +50,22 @@ class EurekaHook(Hook):
 
     # The Eureka server's URL with its path: "http://eureka:8761/eureka" (Spring Cloud) or
     # "http://eureka:8080/eureka/v2" (Netflix's WAR); http or https; no credentials in it.
-    url: str = "http://127.0.0.1:8761/eureka"
-    # The application name the instance registers under (spring.application.name); any case.
-    app: str
-    # The instance's ID (eureka.instance.instance-id), e.g. "${HOSTNAME}:orders:8080".
-    instance_id: str
-    # "out_of_service" (soft, default): a status override that heartbeats keep;
-    # "cancel" (hard): deregister, undone by the client's next heartbeat.
-    mode: str = "out_of_service"
-    # HTTP basic auth user, when Spring Security guards the server; "" for none.
-    username: str = ""
-    # Its password: a secret, so only from ${ENV} expansion; never logged or shown.
-    password: str = field(default="", repr=False)
+    url: str = opt("http://127.0.0.1:8761/eureka", expand=strings.url,
+                   help='the Eureka server with its path: `"http://eureka:8761/eureka"` '
+                        '(Spring Cloud) or `".../eureka/v2"` (Netflix); no credentials in it')
+    app: str = opt(expand=strings.text, expect="the application name (spring.application.name)",
+                   help="the application name the instance registers under; any case")
+    instance_id: str = opt(expand=strings.text,
+                           expect='the instance id, e.g. "${HOSTNAME}:orders:8080"',
+                           help="the instance's ID (eureka.instance.instance-id)")
+    mode: str = opt("out_of_service", parse=values.Choice(*MODES),
+                    help='`"out_of_service"` (soft: a status override that heartbeats keep; '
+                         'removed at start-up) or `"cancel"` (hard: deregister, which the '
+                         "client's next heartbeat undoes)")
+    username: str = opt("", expand=strings.text,
+                        help="HTTP basic auth user, when the server requires one")
+    password: str = opt("", expand=strings.text, secret=True,
+                        help='its password: write `"${EUREKA_PASSWORD}"`; never logged')
 
     @property
     def endpoint(self) -> Endpoint:
@@ -68,6 +73,9 @@ class EurekaHook(Hook):
 
         return Endpoint(self.url, self.app, self.instance_id, self.username, self.password)
 
+
+
+RECORD = EurekaHook  # the config record of this kind (lifecycle/hooks/__init__.py: KINDS)
 
 async def run(hook: EurekaHook, service: Service) -> str:
     """Take the instance out; "already gone" (not registered) is success."""

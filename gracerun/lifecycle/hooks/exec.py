@@ -7,7 +7,6 @@ from a waitpid of our own.  On timeout or cancellation its whole group is killed
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 
@@ -17,6 +16,8 @@ from gracerun.core.service import Service
 from gracerun.core.spawn import Child, Redirect
 from gracerun.lifecycle.hooks import HookFailed
 
+RECORD = ExecHook  # the config record of this kind (see KINDS in __init__.py)
+
 _MAX_LINE = 4096
 _MAX_LINES = 1000  # a chatty hook cannot flood the log
 
@@ -24,6 +25,7 @@ _MAX_LINES = 1000  # a chatty hook cannot flood the log
 async def _pump_output(fd: int, hook_name: str) -> None:
     """Log the hook's output line by line; past the cap, read and discard it (closing
     the pipe early would kill a chatty hook with SIGPIPE)."""
+    import asyncio
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=_MAX_LINE * 4)
     transport, _ = await loop.connect_read_pipe(
@@ -48,6 +50,7 @@ async def _pump_output(fd: int, hook_name: str) -> None:
 
 
 async def run(hook: ExecHook, service: Service) -> str:
+    import asyncio
     out_r, out_w = os.pipe2(os.O_CLOEXEC)
     devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
     env = {**os.environ, **hook.env}

@@ -12,13 +12,14 @@ stops persistent (stick / cookie) traffic.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 
 from gracerun.clients import haproxy
 from gracerun.config.plan import HaproxyHook
 from gracerun.core.service import Service
 from gracerun.lifecycle.hooks import HookFailed, HookTimedOut
+
+RECORD = HaproxyHook  # the config record of this kind (see KINDS in __init__.py)
 
 _POLL = 0.02
 
@@ -56,6 +57,7 @@ async def restore(hook: HaproxyHook, service: Service) -> str:
 
 
 async def _set(hook: HaproxyHook, state: str, done: Callable[[str], bool]) -> str:
+    import asyncio
     loop = asyncio.get_running_loop()
     deadline = loop.time() + hook.timeout
     where = f"{hook.backend}/{hook.server}"

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from gracerun.clients import http as httpclient
 from gracerun.config.plan import HttpHook
 from gracerun.core.service import Service
 from gracerun.lifecycle.hooks import HookFailed, HookTimedOut
+
+RECORD = HttpHook  # the config record of this kind (see KINDS in __init__.py)
 
 
 def _accepted(hook: HttpHook, status: int) -> bool:
@@ -16,6 +16,7 @@ def _accepted(hook: HttpHook, status: int) -> bool:
 
 async def run(hook: HttpHook, service: Service) -> str:
     """Each attempt gets the hook's timeout; the caller bounds the whole run."""
+    import asyncio
     last, timed_out = "", False
     for attempt in range(hook.retries + 1):
         if attempt:

@@ -25,10 +25,11 @@ from __future__ import annotations
 
 import urllib.parse
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from gracerun.config.plan import Hook
+from gracerun.config import strings, values
+from gracerun.config.plan import Hook, opt
 from gracerun.lifecycle.hooks import HookFailed, HookTimedOut
 
 if TYPE_CHECKING:
@@ -48,35 +49,45 @@ _MAX_POLL = 0.5
 class NacosHook(Hook):
     """Take the instance out of Nacos discovery (run) and put it back (restore)."""
 
-    # Nacos server URL, e.g. "${NACOS_ADDR}" = "http://10.0.0.5:8848"; several comma-separated
-    # for a cluster; a path replaces the default context path /nacos.
-    server: str
-    # the service name as the service registers it, without the group
-    service_name: str
-    # this instance's address and port as registered, e.g. "${POD_IP}" and 8080
-    ip: str
-    port: int
-    # "disable" (default: enabled=false, survives heartbeats) or "deregister" (DELETE)
-    mode: str = "disable"
-    # "v1" (/nacos/v1/ns/..., Nacos 1.x and 2.x) or "v2" (/nacos/v2/ns/..., Nacos 2.2+)
-    api_version: str = "v1"
-    # the service's group; "DEFAULT_GROUP" unless the service sets one
-    group: str = "DEFAULT_GROUP"
-    # the namespace id (not its name); "public" is the default namespace
-    namespace: str = "public"
-    # the instance's cluster; "DEFAULT" unless the service sets one
-    cluster: str = "DEFAULT"
-    # true for client-registered (heartbeat) instances, false for persistent ones
-    ephemeral: bool = True
-    # weight (0 to 10000) when mode = "deregister" registers the instance at start-up
-    weight: float = 1.0
-    # metadata (string values) when mode = "deregister" registers the instance
-    metadata: Mapping[str, str] = field(default_factory=dict)
-    # when Nacos auth is on: the user to log in as, e.g. "${NACOS_USERNAME}"
-    username: str | None = None
-    # its password, from "${NACOS_PASSWORD}" expansion only, never written in the file
-    password: str | None = field(default=None, repr=False)
+    server: str = opt(expand=strings.text, expect='the Nacos server URL, e.g. "http://${NACOS_ADDR}"',
+                      help='the Nacos server, `"http://10.0.0.5:8848"`; several comma-separated '
+                           "for a cluster; a path replaces the context path `/nacos`")
+    service_name: str = opt(expand=strings.text, expect="the service name, without its group",
+                            help="the service name as the service registers it, without the "
+                                 "group")
+    ip: str = opt(expand=strings.text, expect='this instance\'s address, e.g. "${POD_IP}"',
+                  help="this instance's address as registered")
+    port: int = opt(expand=values.whole(1, 65535), expect="this instance's port",
+                    help="this instance's port as registered, 1-65535")
+    mode: str = opt("disable", parse=values.Choice(*MODES),
+                    help='`"disable"` (soft: `enabled=false`, which heartbeats do not undo; '
+                         'put back with `enabled=true`) or `"deregister"` (hard: DELETE, '
+                         "register at start-up)")
+    api_version: str = opt("v1", parse=values.Choice(*API_VERSIONS),
+                           help='`"v1"` (`/nacos/v1/ns`, Nacos 1.x and 2.x) or `"v2"` '
+                                "(`/nacos/v2/ns`, Nacos 2.2+)")
+    group: str = opt("DEFAULT_GROUP", expand=strings.text, help="the service's group")
+    namespace: str = opt("public", expand=strings.text,
+                         help="the namespace id (not its name)")
+    cluster: str = opt("DEFAULT", expand=strings.text, help="the instance's cluster")
+    ephemeral: bool = opt(True, parse=values.boolean,
+                          help="true for client-registered (heartbeat) instances, false for "
+                               "persistent ones")
+    weight: float = opt(1.0, parse=values.number(0.0, MAX_WEIGHT),
+                        help='the weight when `mode = "deregister"` registers the instance, '
+                             "0-10000")
+    metadata: Mapping[str, str] = opt({}, expand=strings.string_table,
+                                      help='metadata (a table of strings) when `mode = '
+                                           '"deregister"` registers the instance')
+    username: str | None = opt(None, expand=strings.text,
+                               help="when Nacos auth is on: the user to log in as")
+    password: str | None = opt(None, expand=strings.text, secret=True,
+                               help='its password: write `"${NACOS_PASSWORD}"`, never the '
+                                    "secret itself; never logged")
 
+
+
+RECORD = NacosHook  # the config record of this kind (lifecycle/hooks/__init__.py: KINDS)
 
 def problems(hook: NacosHook) -> list[str]:
     """What is wrong with `hook`, one line each as "key: expected ...", for the config reader."""
@@ -290,3 +301,10 @@ class _Run:
                                  f"(read back for {self.hook.timeout:g}s)")
             await asyncio.sleep(min(delay, remaining / 2))
             delay = min(delay * 2, _MAX_POLL)
+
+
+def registers(hook: NacosHook) -> bool:
+    """In deregister mode the start-up registers the instance; a shutdown before that
+    has nothing of ours to take out.  In disable mode the service's own client registers
+    it, so the shutdown always disables it."""
+    return hook.mode == "deregister"

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from gracerun.clients import nginx
-from gracerun.config.plan import Hook
+from gracerun.config import strings
+from gracerun.config.plan import Hook, opt
 from gracerun.lifecycle.hooks import HookFailed, HookTimedOut
 
 if TYPE_CHECKING:
@@ -42,15 +43,23 @@ class NginxHook(Hook):
 
     # Path of the include file holding the upstream's `server` lines (the deploy owns it;
     # gracerun rewrites it in place by rename, keeping owner and mode; no symlinks).
-    upstream_file: str
-    # This instance's address exactly as its `server` line writes it, e.g. "10.0.0.5:8080".
-    server: str
-    # The nginx master's pid file (its `pid` directive); read for SIGHUP and to verify.
-    pid_file: str = "/run/nginx.pid"
-    # A command that reloads nginx, e.g. ["nginx", "-s", "reload"]; empty: SIGHUP the master.
-    # It must reload the master named by pid_file, not restart nginx.
-    reload_command: tuple[str, ...] = ()
+    upstream_file: str = opt(expand=strings.path,
+                             expect="the path of the upstream's include file",
+                             help="the include file holding the upstream's `server` lines "
+                                  "(rewritten in place by rename, owner and mode kept; no "
+                                  "symlinks)")
+    server: str = opt(expand=strings.text,
+                      expect='this instance as its server line writes it, e.g. "10.0.0.5:8080"',
+                      help="this instance's address exactly as its `server` line writes it")
+    pid_file: str = opt("/run/nginx.pid", expand=strings.path,
+                        help="the nginx master's pid file (its `pid` directive)")
+    reload_command: tuple[str, ...] = opt((), expand=strings.argv, shown="SIGHUP to the master",
+                                          help='a command that reloads nginx, e.g. `["nginx", '
+                                               '"-s", "reload"]`; it must reload, not restart')
 
+
+
+RECORD = NginxHook  # the config record of this kind (lifecycle/hooks/__init__.py: KINDS)
 
 def validate(hook: NginxHook) -> list[str]:
     """Problems with the hook's fields, one "key: ..., expected ..." line each ([] if none)."""

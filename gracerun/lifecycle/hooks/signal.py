@@ -7,6 +7,8 @@ from gracerun.core import signals
 from gracerun.core.service import Service
 from gracerun.lifecycle.hooks import HookFailed
 
+RECORD = SignalHook  # the config record of this kind (see KINDS in __init__.py)
+
 
 async def run(hook: SignalHook, service: Service) -> str:
     if not service.signal(hook.signal, group=hook.group):

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from gracerun.config.plan import SleepHook
 from gracerun.core.service import Service
 
+RECORD = SleepHook  # the config record of this kind (see KINDS in __init__.py)
+
 
 async def run(hook: SleepHook, service: Service) -> str:
+    import asyncio
     await asyncio.sleep(hook.duration)
     return f"slept {hook.duration:g}s"

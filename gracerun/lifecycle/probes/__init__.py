@@ -42,7 +42,9 @@ from gracerun.config.plan import Probe
 from gracerun.core.service import Service
 from gracerun.errors import GracerunError
 
-# kind -> module in this package (imported when a probe of that kind is used)
+# kind -> module in this package: RECORD (its config record) and the capabilities above.
+# Importing one must stay cheap (no asyncio at the top): config loading reads RECORD and
+# the capabilities before the service starts.
 KINDS = {
     "connections": "connections",
     "http": "http",

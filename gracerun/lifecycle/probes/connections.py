@@ -14,6 +14,8 @@ from gracerun.config.plan import ConnectionsProbe
 from gracerun.core.service import Service
 from gracerun.lifecycle.probes import ProbeError
 
+RECORD = ConnectionsProbe  # the config record of this kind (see KINDS in __init__.py)
+
 
 async def in_flight(probe: ConnectionsProbe, service: Service) -> float:
     socks = _tcp_sockets(probe.ports)

@@ -6,7 +6,6 @@ milliseconds would flood the log); its exit status comes from the one reaper.
 
 from __future__ import annotations
 
-import asyncio
 import os
 
 from gracerun.config.plan import ExecProbe
@@ -15,8 +14,11 @@ from gracerun.core.spawn import Child, Redirect
 from gracerun.errors import GracerunError
 from gracerun.lifecycle.probes import ProbeError
 
+RECORD = ExecProbe  # the config record of this kind (see KINDS in __init__.py)
+
 
 async def in_flight(probe: ExecProbe, service: Service) -> float:
+    import asyncio
     devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
     try:
         child = Child.start(probe.command, service.reaper, asyncio.get_running_loop(),

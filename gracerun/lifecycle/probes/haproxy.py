@@ -14,6 +14,8 @@ from gracerun.config.plan import HaproxyProbe
 from gracerun.core.service import Service
 from gracerun.lifecycle.probes import ProbeError
 
+RECORD = HaproxyProbe  # the config record of this kind (see KINDS in __init__.py)
+
 
 async def in_flight(probe: HaproxyProbe, service: Service) -> float:
     stats = await read(probe)

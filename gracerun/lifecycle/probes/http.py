@@ -15,6 +15,8 @@ from gracerun.config.plan import HttpProbe
 from gracerun.core.service import Service
 from gracerun.lifecycle.probes import ProbeError
 
+RECORD = HttpProbe  # the config record of this kind (see KINDS in __init__.py)
+
 _NUMBER = re.compile(rb"-?\d+(?:\.\d+)?")
 
 

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from gracerun.clients import kubernetes as k8s
-from gracerun.config.plan import Probe
+from gracerun.config import strings
+from gracerun.config.plan import Probe, opt
 from gracerun.core.service import Service
 from gracerun.lifecycle.probes import ProbeError
 
@@ -33,14 +34,23 @@ if TYPE_CHECKING:
 class KubernetesProbe(Probe):
     """This pod's endpoint in the EndpointSlices of `service`."""
 
-    service: str  # the Kubernetes Service whose endpoints route to this pod
-    namespace: str | None = None  # default: the service account's namespace file
-    pod_name: str | None = None  # default: $POD_NAME, else $HOSTNAME (a pod's name)
-    pod_ip: str | None = None  # default: $POD_IP; matches when the endpoint has no targetRef
-    api: str | None = None  # default: https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT
-    token_file: str | None = k8s.TOKEN_FILE  # re-read at every request ("" for none)
-    ca_file: str | None = k8s.CA_FILE  # the API server's CA ("" for the system store)
+    service: str = opt(expand=strings.text, expect="the Kubernetes Service's name",
+                       help="the Service whose EndpointSlices route to this pod")
+    namespace: str | None = opt(None, expand=strings.text, shown="the service account's",
+                                help="the pod's namespace")
+    pod_name: str | None = opt(None, expand=strings.text, shown="$POD_NAME, else $HOSTNAME",
+                               help="this pod's name (the endpoint's targetRef)")
+    pod_ip: str | None = opt(None, expand=strings.text, shown="$POD_IP",
+                             help="this pod's IP, for endpoints without a targetRef")
+    api: str | None = opt(None, expand=strings.url,
+                          shown="https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT",
+                          help="the API server")
+    token_file: str = opt(k8s.TOKEN_FILE, expand=strings.text,
+                          help='the bearer token, read again at every request (`""`: none)')
+    ca_file: str = opt(k8s.CA_FILE, expand=strings.text,
+                       help='the API server\'s CA (`""`: the system\'s store)')
 
+RECORD = KubernetesProbe  # the config record of this kind (lifecycle/probes/__init__.py: KINDS)
 
 async def propagated(probe: KubernetesProbe, service: Service) -> bool:
     """True once this pod's endpoint is no longer ready (or not listed at all)."""
