@@ -17,6 +17,7 @@ from gracerun.core.log import event
 from gracerun.core.spawn import Redirect, spawn
 from gracerun.core.supervisor import Supervisor
 from gracerun.lifecycle.hooks import HookFailed
+from gracerun.observe import redact
 
 _MAX_LINE = 4096
 _MAX_LINES = 1000  # a chatty hook cannot flood the log
@@ -38,7 +39,7 @@ async def _pump_output(fd: int, hook_name: str) -> None:
                 continue
             if not line:
                 return
-            text = line[:_MAX_LINE].decode(errors="replace").rstrip()
+            text = redact.scrub(line[:_MAX_LINE].decode(errors="replace").rstrip())
             event(logging.INFO, "hook output", hook=hook_name, line=text)
         while chunk := await reader.read(65536):  # ends at EOF; cancelled at hook end
             dropped += chunk.count(b"\n")

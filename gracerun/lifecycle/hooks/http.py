@@ -8,6 +8,7 @@ from gracerun.clients import http as httpclient
 from gracerun.config.plan import HttpHook
 from gracerun.core.supervisor import Supervisor
 from gracerun.lifecycle.hooks import HookFailed, HookTimedOut
+from gracerun.observe import redact
 
 
 def _accepted(hook: HttpHook, status: int) -> bool:
@@ -29,6 +30,7 @@ async def run(hook: HttpHook, sup: Supervisor) -> str:
         timed_out = False
         if _accepted(hook, resp.status):
             return f"HTTP {resp.status} after {attempt + 1} attempt(s)"
-        last = f"{hook.method} {hook.url}: unexpected status {resp.status} {resp.reason}"
+        last = (f"{hook.method} {redact.url(hook.url)}: unexpected status {resp.status} "
+                f"{resp.reason}")
     error = HookTimedOut if timed_out else HookFailed
     raise error(f"{last} (after {hook.retries + 1} attempt(s))")

@@ -42,6 +42,7 @@ from gracerun.config.plan import (
 )
 from gracerun.core.supervisor import Supervisor
 from gracerun.errors import GracerunError
+from gracerun.observe import redact
 
 _NUMBER = re.compile(rb"-?\d+(?:\.\d+)?")
 
@@ -117,20 +118,21 @@ async def read_http(probe: HttpProbe) -> float:
     if probe.value == "status":
         return 0.0 if resp.status in probe.ok_status else 1.0
     if resp.status not in probe.ok_status:
-        raise ProbeError(f"GET {probe.url}: status {resp.status}")
+        raise ProbeError(f"GET {redact.url(probe.url)}: status {resp.status}")
     if probe.field:
         try:
             value = json.loads(resp.body)[probe.field]
             return float(value)
         except (ValueError, KeyError, TypeError, OverflowError):
-            raise ProbeError(f"GET {probe.url}: no number in JSON field {probe.field!r}") from None
+            raise ProbeError(f"GET {redact.url(probe.url)}: no number in JSON field "
+                             f"{probe.field!r}") from None
     m = _NUMBER.search(resp.body[:4096])
     if m is None:
-        raise ProbeError(f"GET {probe.url}: expected a number in the body")
+        raise ProbeError(f"GET {redact.url(probe.url)}: expected a number in the body")
     try:
         return float(m.group())
     except OverflowError:
-        raise ProbeError(f"GET {probe.url}: number out of range") from None
+        raise ProbeError(f"GET {redact.url(probe.url)}: number out of range") from None
 
 
 async def read_exec(probe: ExecProbe, sup: Supervisor) -> float:
