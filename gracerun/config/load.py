@@ -91,8 +91,25 @@ class StateConfig(NamedTuple):
     pushgateway: PushgatewayConfig | None = None
 
 
-DEFAULT_CONTROL_SOCKET = "/tmp/gracerun.sock"  # used when PID 1 and nothing is configured
+DEFAULT_CONTROL_SOCKET = "/run/gracerun/control.sock"  # root's default; see below
 CONTROL_SOCKET_ENV = "GRACERUN_CONTROL_SOCKET"
+
+
+def default_control_socket() -> str:
+    """The control socket when PID 1 and nothing is configured: in a directory only
+    gracerun's user can create into (lifecycle/control.py makes it 0700 and checks it).
+
+    root: /run/gracerun/control.sock (/tmp/gracerun-0/... where there is no /run);
+    any other user: $XDG_RUNTIME_DIR/gracerun/control.sock, else /tmp/gracerun-UID/...
+    `gracerun prestop` in the same container (same user) computes the same path.
+    """
+    uid = os.geteuid()
+    if uid == 0 and os.path.isdir("/run"):
+        return DEFAULT_CONTROL_SOCKET
+    runtime = os.environ.get("XDG_RUNTIME_DIR", "")
+    if uid != 0 and os.path.isabs(runtime):
+        return os.path.join(runtime, "gracerun", "control.sock")
+    return f"/tmp/gracerun-{uid}/control.sock"
 
 
 class ControlConfig(NamedTuple):
@@ -105,7 +122,7 @@ class ControlConfig(NamedTuple):
             return self.socket
         if os.environ.get(CONTROL_SOCKET_ENV):
             return os.environ[CONTROL_SOCKET_ENV]
-        return DEFAULT_CONTROL_SOCKET if pid1 else None
+        return default_control_socket() if pid1 else None
 
 
 class Config(NamedTuple):

@@ -61,7 +61,8 @@ SETTINGS: tuple[Setting, ...] = (
             help="serve /metrics, /ready and /live here, e.g. 127.0.0.1:9102 (never face "
                  "the internet with it)"),
     Setting("control.socket", ("--control-socket",),
-            default="/tmp/gracerun.sock when PID 1, else off", metavar="PATH",
+            default="/run/gracerun/control.sock when PID 1 (docs/security.md), else off",
+            metavar="PATH",
             help="unix socket for 'gracerun prestop' (Kubernetes preStop hook)"),
     Setting("log.warn_orphans", ("-w", "--warn-orphans"), default="false",
             action="store_true", help="warn when an orphaned process is reaped (tini -w)"),
