@@ -438,3 +438,14 @@ def test_depth_scan_skips_strings() -> None:
     assert state._depth(b'{"a": "[[[[[[[[[[[[[[[\\"[[[[[", "b": [[]]}') == 3
     assert state._depth(b"[" * 100_000) == state.MAX_DEPTH + 1
     assert not math.isnan(state.parse(json.dumps(sample()).encode())["budget_seconds"])
+
+
+def test_report_follows_a_symlink_its_user_chose(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """`gracerun report` reads what a person names, through a symlink too (only
+    gracerun's own start-up read refuses one)."""
+    real = tmp_path / "real.json"
+    real.write_text(json.dumps(sample()))
+    (tmp_path / "link.json").symlink_to(real)
+    assert report.main([str(tmp_path / "link.json")]) == 0
+    assert "deregister" in capsys.readouterr().out

@@ -15,8 +15,9 @@ as everyone who can change it on the way, so:
                       final mode and renamed over the target, which must be a
                       regular file or absent: never a device (/dev/null), a
                       FIFO, a directory or a symlink.
-    read_regular()    O_NOFOLLOW|O_NONBLOCK, a regular file, at most `limit`
-                      bytes, optionally owned by gracerun's user or root.
+    read_regular()    O_NONBLOCK, a regular file, at most `limit` bytes; when
+                      `trusted`, also reached by open_dir(), not through a
+                      symlink (O_NOFOLLOW) and owned by gracerun's user or root.
 
 Why a directory others can write to (a Kubernetes emptyDir is mode 0777) is
 still accepted for writing: nothing here follows or opens an existing name
@@ -175,21 +176,23 @@ def write_atomic(path: str, content: bytes, mode: int = 0o600) -> None:
 
 
 def read_regular(path: str, limit: int, *, trusted: bool = False) -> bytes:
-    """The content of regular file `path`, at most `limit` bytes.
+    """The content of regular file `path`, at most `limit` bytes; never blocks on a FIFO.
 
-    Never follows a symlink at the last component and never blocks on a FIFO.
-    With `trusted`, the directory is reached by open_dir() and the file must
-    belong to gracerun's user or root (a file planted by someone else is not
-    read).  Raises UnsafePathError, ValueError when the file is larger than
-    `limit`, or the OSError of the failed call.
+    With `trusted` (gracerun reading what it will act on, e.g. at start-up as
+    root), the directory is reached by open_dir(), a symlink at the last
+    component is not followed, and the file must belong to gracerun's user or
+    root: a file planted by someone else is not read.  Without it (a person
+    naming a file for `gracerun report`), the path is theirs to choose.
+    Raises UnsafePathError, ValueError when the file is larger than `limit`,
+    or the OSError of the failed call.
     """
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
     dir_fd = None
     try:
         if trusted:
             parent, name = os.path.split(os.path.abspath(path))
             dir_fd = open_dir(parent)
-            fd = os.open(name, flags, dir_fd=dir_fd)
+            fd = os.open(name, flags | os.O_NOFOLLOW, dir_fd=dir_fd)
         else:
             fd = os.open(path, flags)
     except OSError as exc:

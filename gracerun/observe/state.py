@@ -93,8 +93,8 @@ def load(path: str, *, trusted: bool = False) -> dict[str, Any]:
     """Read, check and clean a state file; raise OSError or StateFileError.
 
     With `trusted` (gracerun reading its own file back at start-up), the file
-    must be reached through directories of gracerun's user or root and belong
-    to one of them (files.read_regular).  The result holds only the fields
+    must be reached through directories of gracerun's user or root, not be a
+    symlink, and belong to one of them (files.read_regular).  The result holds only the fields
     gracerun uses, each of the expected type and range, strings scrubbed.
     """
     try:
