@@ -58,14 +58,18 @@ def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
 
 
 class _Client:
-    """One connection: what it sent so far, and the timer that drops it if idle."""
+    """One connection: who it is, what it sent so far, and the timer that drops it if idle."""
 
-    __slots__ = ("buf", "conn", "timer")
+    __slots__ = ("buf", "conn", "pid", "timer", "uid")
 
-    def __init__(self, conn: socket.socket, timer: Any) -> None:
+    def __init__(self, conn: socket.socket) -> None:
         self.conn = conn
         self.buf = b""
-        self.timer = timer
+        self.timer: Any = None
+        try:
+            self.pid, self.uid, _ = peer_credentials(conn)
+        except OSError:
+            self.pid, self.uid = 0, -1
 
 
 class ControlServer:
@@ -134,8 +138,11 @@ class ControlServer:
         try:
             probe.settimeout(1.0)
             probe.connect(self._where(dir_fd, name))
-        except OSError:
+        except ConnectionRefusedError:
             os.unlink(name, dir_fd=dir_fd)  # nobody listens: stale
+        except OSError as exc:  # a full backlog (EAGAIN) is a live listener, too busy
+            raise UsageError(f"control.socket: {self.path} may be in use (connecting to "
+                             f"it: {exc.strerror or exc}); refusing to replace it") from None
         else:
             raise UsageError(f"control.socket: {self.path} is in use by another gracerun")
         finally:
@@ -195,31 +202,11 @@ class ControlServer:
             if len(self._reading) + len(self._waiting) >= _MAX_OPEN:
                 conn.close()  # a flood of clients must not exhaust our descriptors
                 continue
-            if not self._allowed(conn):
-                continue
             conn.setblocking(False)
-            client = _Client(conn, None)
+            client = _Client(conn)
             client.timer = self.sup.loop.call_later(_REQUEST_TIMEOUT, self._expire, client)
             self._reading.add(client)
             self.sup.loop.add_reader(conn.fileno(), self._read, client)
-
-    def _allowed(self, conn: socket.socket) -> bool:
-        """Only gracerun's own user and root may stop the service; anyone else is
-        told so and disconnected (and logged: someone tried)."""
-        try:
-            pid, uid, _ = peer_credentials(conn)
-        except OSError:
-            pid, uid = 0, -1
-        if uid in files.trusted_uids():
-            return True
-        event(logging.WARNING, "control socket: refused a client of another user",
-              uid=uid, pid=pid)
-        try:
-            conn.send(b"error permission denied\n", socket.MSG_NOSIGNAL | socket.MSG_DONTWAIT)
-        except OSError:
-            pass
-        conn.close()
-        return False
 
     def _resume(self) -> None:
         if self._sock is not None:
@@ -244,6 +231,13 @@ class ControlServer:
             return
         self._stop_reading(client)
         command = client.buf.split(b"\n", 1)[0].strip()
+        if client.uid not in files.trusted_uids():
+            # Only gracerun's own user and root may stop the service.  The request
+            # is read first, so the client hears why instead of a broken pipe.
+            event(logging.WARNING, "control socket: refused a client of another user",
+                  uid=client.uid, pid=client.pid)
+            self._finish(client, b"error permission denied\n")
+            return
         if command != b"prestop":
             self._finish(client, b"error unknown command\n")
             return
