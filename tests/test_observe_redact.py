@@ -207,3 +207,25 @@ def test_exec_hook_output_is_escaped_and_redacted(caplog: pytest.LogCaptureFixtu
     lines = [rec.fields["line"] for rec in caplog.records  # type: ignore[attr-defined]
              if rec.getMessage() == "hook output"]
     assert lines == ["\\x1b[2J\\x1b]0;title\\x07cleared", "calling http://reg/x?[redacted]"]
+
+
+def test_haproxy_status_is_escaped(tmp_path: Any) -> None:
+    """`show stat`'s status column ends up in the hook's detail: escaped."""
+    path = str(tmp_path / "admin.sock")
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(path)
+    listener.listen()
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(4096)
+            conn.sendall(b"# pxname,svname,qcur,scur,stot,status\n"
+                         b"app,web1,0,2,9,UP\x1b[8m hidden\n")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    with listener:
+        stats = asyncio.run(haproxy.server_stats(path, "app", "web1", 5))
+    thread.join(5)
+    assert stats.status == "UP\\x1b[8m hidden"

@@ -131,7 +131,7 @@ async def server_stats(target: str, backend: str, server: str, timeout: float) -
             try:
                 return ServerStats(scur=int(row[col["scur"]] or 0),
                                    stot=int(row[col["stot"]] or 0),
-                                   status=row[col["status"]],
+                                   status=redact.text(row[col["status"]], 100),
                                    qcur=int(row[col["qcur"]] or 0))
             except ValueError:
                 raise HaproxyError(f"haproxy {target}: {line}: bad numbers in the row of "

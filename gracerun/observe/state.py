@@ -238,7 +238,7 @@ def read_previous(path: str) -> dict[str, Any] | None:
         return load(path, trusted=True)
     except FileNotFoundError:
         return None
-    except (OSError, StateFileError) as exc:
+    except Exception as exc:  # OSError, StateFileError, or a bug: never a failed start
         event(logging.WARNING, "ignoring the previous state file", path=redact.text(path),
               error=_one_line(exc))
         return None
