@@ -60,7 +60,7 @@ from procs import (
     proc_status,
     status_kb,
 )
-from report import TABLES, Samples, Table, render, targets
+from report import TABLES, Samples, Table, render, standalone_targets, targets
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -100,7 +100,11 @@ class Wrapper:
         return [*self.prefix, *command]
 
 
-def find_wrappers(gracerun: str, pipeline_config: str | None) -> list[Wrapper]:
+STANDALONE = "gracerun (standalone)"
+
+
+def find_wrappers(gracerun: str, pipeline_config: str | None,
+                  standalone: str | None = None) -> list[Wrapper]:
     found = [Wrapper("bare", ()), Wrapper("gracerun", (gracerun, "--"))]
     # The asyncio/uvloop path (taken when a pre-stop pipeline, the HTTP
     # endpoint or a Pushgateway is configured) is measured as its own row
@@ -108,6 +112,12 @@ def find_wrappers(gracerun: str, pipeline_config: str | None) -> list[Wrapper]:
     if pipeline_config:
         found.append(Wrapper("gracerun (pipeline config)",
                              (gracerun, "--config", pipeline_config, "--")))
+    # The self-contained build (scripts/build-standalone), beside the pip install.
+    if standalone:
+        found.append(Wrapper(STANDALONE, (standalone, "--")))
+        if pipeline_config:
+            found.append(Wrapper("gracerun (standalone, pipeline config)",
+                                 (standalone, "--config", pipeline_config, "--")))
     for name, path, args in OTHERS:
         if os.access(path, os.X_OK):
             found.append(Wrapper(name, (path, *args)))
@@ -270,6 +280,39 @@ def measure_signals(procs: Processes, wrappers: list[Wrapper], rounds: int, per_
                 svc.close()
 
 
+def measure_pid1_rss(procs: Processes, wrappers: list[Wrapper], rounds: int,
+                     samples: Samples, notes: dict[str, str]) -> None:
+    """Idle VmRSS of each wrapper as PID 1 of a new PID namespace, as in a container.
+
+    Not PID 1, gracerun loads ctypes to become a subreaper; as PID 1 it does
+    not, so this is the figure a container sees.
+    """
+    unshare = shutil.which("unshare")
+    if unshare is None or os.geteuid() != 0:
+        notes["rss as PID 1"] = "skipped: needs root and unshare(1) for a PID namespace"
+        return
+    for rnd in range(rounds):
+        for w in rotated([w for w in wrappers if not w.bare], rnd):
+            argv = [unshare, "--pid", "--fork", "--kill-child", "--mount-proc",
+                    *w.argv(*service_argv("signals"))]
+            svc = start_service(procs, argv, w)
+            try:
+                svc.expect("ready", READY_TIMEOUT)
+                (pid1,) = children(svc.pid)
+                status = proc_status(str(pid1))
+                if status.get("NSpid", "").split()[-1:] != ["1"]:
+                    raise BenchError(f"{w.name}: not PID 1 of the namespace: {status['NSpid']}")
+                samples["rss_pid1_mb"].setdefault(w.name, []).append(
+                    status_kb(status, "VmRSS") / 1024)
+                os.kill(pid1, signal.SIGTERM)
+                code = procs.wait(svc.pid, LINE_TIMEOUT)
+                if code != 0:
+                    raise BenchError(f"{w.name} as PID 1: exit code {code} after SIGTERM, "
+                                     "expected the service's 0 (None: still running)")
+            finally:
+                svc.close()
+
+
 def signal_latency(svc: Service, signum: int, t0: int | None = None) -> float:
     """Milliseconds from just before kill() to the service's handler."""
     name = signal.Signals(signum).name
@@ -429,6 +472,65 @@ def cpu_model() -> str:
     return "?"
 
 
+def standalone_executable(path: str) -> str:
+    """The standalone gracerun executable, given it or the directory holding it."""
+    exe = os.path.join(path, "gracerun") if os.path.isdir(path) else path
+    if not os.access(exe, os.X_OK):
+        raise BenchError(f"no standalone gracerun at {exe} (run scripts/build-standalone)")
+    return os.path.abspath(exe)
+
+
+def disk_mb(*paths: str) -> float:
+    """Disk usage (allocated blocks, as du shows) of files and directory trees, in MB.
+
+    Hard links are counted once; symlinks are not followed.
+    """
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    for top in paths:
+        found = [top]
+        if os.path.isdir(top) and not os.path.islink(top):
+            for root, dirs, files in os.walk(top):
+                found += [os.path.join(root, name) for name in (*dirs, *files)]
+        for path in found:
+            st = os.lstat(path)
+            if (st.st_dev, st.st_ino) not in seen:
+                seen.add((st.st_dev, st.st_ino))
+                total += st.st_blocks * 512
+    return total / 1e6
+
+
+def measure_sizes(standalone: str, gracerun: str) -> dict[str, float]:
+    """Size on disk: the standalone directory; the pip install (gracerun and its
+    dependencies in site-packages); Debian's packages of the same Python
+    version (what a Debian-based image without Python would need first); the
+    C wrappers."""
+    sizes = {"gracerun (standalone): the whole directory": disk_mb(os.path.dirname(standalone))}
+    python = interpreter_of(gracerun)
+    names = ("gracerun", "psutil", "uvloop", "prometheus_client")
+    code = ("import json, os, sys, gracerun\n"
+            "site = os.path.dirname(os.path.dirname(gracerun.__file__))\n"
+            f"print(json.dumps([sys.version_info[:2], site, [n for n in os.listdir(site) "
+            f"if n.split('-')[0].lower() in {names!r}]]))")
+    # -I: not the working tree's gracerun (the current directory), the installed one.
+    version, site, found = json.loads(run([python, "-I", "-c", code]))
+    sizes["gracerun (pip install): gracerun + psutil, uvloop, prometheus_client"] = disk_mb(
+        *(os.path.join(site, name) for name in found))
+    dpkg = shutil.which("dpkg-query")
+    if dpkg:
+        py = f"python{version[0]}.{version[1]}"
+        packages = [py, f"{py}-minimal", f"lib{py}-minimal", f"lib{py}-stdlib"]
+        proc = subprocess.run([dpkg, "-W", "-f", "${Installed-Size}\n", *packages],
+                              capture_output=True, text=True, timeout=30, check=False)
+        if proc.returncode == 0:
+            kib = sum(int(line) for line in proc.stdout.split())
+            sizes[f"Debian's {py} packages, for an image without Python"] = kib * 1024 / 1e6
+    for name, path, _ in OTHERS:
+        if os.access(path, os.X_OK):
+            sizes[name] = disk_mb(os.path.realpath(path))
+    return sizes
+
+
 # ------------------------------------------------------------------ main
 
 
@@ -454,6 +556,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--gracerun-config", metavar="FILE",
                    help="also measure 'gracerun (pipeline config)': gracerun --config FILE, "
                         "for a config that takes the asyncio/uvloop path")
+    p.add_argument("--standalone", metavar="PATH",
+                   help="also measure the standalone build: its directory or executable "
+                        "(scripts/build-standalone makes build/standalone/gracerun); adds "
+                        "its size on disk and its targets against the pip install")
     p.add_argument("--json", metavar="FILE", help="save machine, settings and raw samples")
     args = p.parse_args(argv)
     preset = QUICK if args.quick else FULL
@@ -474,7 +580,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not os.access(gracerun, os.X_OK):
             raise BenchError(f"{gracerun} is not executable")
         config = os.path.abspath(args.gracerun_config) if args.gracerun_config else None
-        wrappers = find_wrappers(os.path.abspath(gracerun), config)
+        standalone = standalone_executable(args.standalone) if args.standalone else None
+        wrappers = find_wrappers(os.path.abspath(gracerun), config, standalone)
         machine = describe_machine(gracerun, wrappers)
     except BenchError as exc:
         sys.stderr.write(f"bench: {exc}\n")
@@ -490,6 +597,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     env = {k: v for k, v in os.environ.items() if k != "GRACERUN_CONFIG"}
     samples: Samples = {}
     for table in (*TABLES, Table("rss_anon_mb", "", ""), Table("orphans_exit_ms", "", ""),
+                  Table("rss_pid1_mb", "", ""),
                   Table("orphans_left", "", ""),
                   Table("idle_involuntary_switches", "", "")):
         samples[table.key] = {}
@@ -507,6 +615,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 progress("idle, RSS and signals", notes)
                 measure_signals(procs, wrappers, args.rounds, per_round, args.idle, samples,
                                 notes)
+                measure_pid1_rss(procs, wrappers, args.rounds, samples, notes)
             if "reaping" in parts:
                 progress("reaping", notes)
                 measure_reaping(procs, wrappers, args.reap_runs, args.orphans, samples, notes)
@@ -525,11 +634,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("\ngracerun targets:")
     for t in results:
         print(f"  {'met    ' if t['met'] else 'NOT MET'}  {t['target']}: measured {t['measured']}")
+    sizes: dict[str, float] = {}
+    if standalone:
+        sizes = measure_sizes(standalone, gracerun)
+        print("\nSize on disk [MB]:")
+        for name, mb in sizes.items():
+            print(f"  {name:<72}{mb:>8.2f}")
+        results += standalone_targets(samples, sizes)
+        print("\nstandalone targets:")
+        for t in results:
+            if t["target"].startswith("standalone"):
+                print(f"  {'met    ' if t['met'] else 'NOT MET'}  {t['target']}: "
+                      f"measured {t['measured']}")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"machine": machine, "settings": settings, "notes": notes,
                        "wrappers": {w.name: w.argv("CMD") for w in wrappers},
-                       "targets": results, "samples": samples}, fh, indent=1)
+                       "targets": results, "sizes_mb": sizes, "samples": samples}, fh, indent=1)
         print(f"\nraw samples: {args.json}")
     return 0
 

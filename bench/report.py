@@ -16,6 +16,11 @@ TARGET_SIGNAL_P95_MS = 1.0  # SIGUSR1 forwarding, p95
 TARGET_REAP_MS = 1000.0  # 2,000 orphans, every run
 TARGET_WAKEUPS = 1  # context switches per idle window, median
 
+# The standalone build against the pip install (docs/standalone.md).
+STANDALONE = "gracerun (standalone)"
+TARGET_STANDALONE_MB = 25.0  # the whole directory, on disk
+TARGET_STANDALONE_STARTUP_RATIO = 1.2  # its start-up over bare / the pip install's
+
 
 def percentile(values: Sequence[float], q: float) -> float:
     """Nearest-rank percentile (q in 0..100) of a non-empty sequence."""
@@ -40,6 +45,8 @@ TABLES = (
           note="rusage of the wrapper and the /bin/true it reaped; moves less with load"),
     Table("rss_mb", "Idle RSS of the wrapper (VmRSS; RssAnon in the JSON)", "MB", 1,
           vs_bare=False, note="bare: no wrapper process"),
+    Table("rss_pid1_mb", "Idle RSS as PID 1 of a PID namespace (VmRSS), as in a container",
+          "MB", 1, vs_bare=False, note="not PID 1 (above), gracerun also loads ctypes"),
     Table("sigusr1_ms", "Signal forwarding: SIGUSR1 to the wrapper -> service handler", "ms",
           3, note="SIGUSR1 for the repeated samples: SIGTERM ends the service"),
     Table("sigterm_ms", "Signal forwarding: SIGTERM (one per instance) -> service handler",
@@ -138,4 +145,33 @@ def targets(samples: Samples, orphans: int) -> list[dict[str, Any]]:
     if values("idle_voluntary_switches"):
         add("idle voluntary context switches, median", median(values("idle_voluntary_switches")),
             TARGET_WAKEUPS, "<=")
+    return out
+
+
+def standalone_targets(samples: Samples, sizes: dict[str, float]) -> list[dict[str, Any]]:
+    """The standalone build against its targets, each beside the pip install's figure."""
+    out: list[dict[str, Any]] = []
+
+    def values(key: str, name: str) -> list[float]:
+        return [v for v in samples.get(key, {}).get(name, []) if v is not None]
+
+    def add(label: str, value: float | None, limit: float, reference: str = "") -> None:
+        met = value is not None and value <= limit
+        out.append({"target": f"standalone: {label} <= {limit:g}{reference}", "measured": value,
+                    "met": met})
+
+    size = next((mb for name, mb in sizes.items() if name.startswith(STANDALONE)), None)
+    add("size on disk, MB", None if size is None else round(size, 1), TARGET_STANDALONE_MB)
+    bare, pip, own = (values("startup_ms", n) for n in ("bare", "gracerun", STANDALONE))
+    if bare and pip and own:
+        over_bare = median(own) - median(bare)
+        pip_over_bare = median(pip) - median(bare)
+        add("start-up over bare / the pip install's, medians",
+            round(over_bare / pip_over_bare, 2), TARGET_STANDALONE_STARTUP_RATIO,
+            f" (standalone +{over_bare:.1f} ms, pip install +{pip_over_bare:.1f} ms)")
+    for key, what in (("rss_mb", "idle VmRSS"), ("rss_pid1_mb", "idle VmRSS as PID 1")):
+        pip_rss, own_rss = values(key, "gracerun"), values(key, STANDALONE)
+        if pip_rss and own_rss:
+            add(f"{what}, median MB", round(median(own_rss), 1), round(median(pip_rss), 1),
+                " (the pip install's)")
     return out

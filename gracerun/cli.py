@@ -90,10 +90,10 @@ def _cmd_run(argv: list[str]) -> int:
         raise UsageError(f"no command given: expected '{PROG} [OPTIONS] -- CMD [ARGS...]'")
     cfg = config.load(config.find_path(config_path), overrides)
 
-    from gracerun import app as run
+    from gracerun import app
     from gracerun.core import log
     log.setup(cfg.log.verbosity, cfg.log.format)
-    return run.run(cfg, command)
+    return app.run(cfg, command)
 
 
 def dispatch(argv: list[str]) -> int:

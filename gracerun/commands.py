@@ -33,8 +33,11 @@ def _grace_period(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def timeline_report(cfg: config.Config, grace_period: float | None) -> tuple[list[str], bool]:
-    """The planned shutdown timeline, worst case per phase, and whether it fits."""
+def planned_timeline(cfg: config.Config, grace_period: float | None) -> tuple[list[str], bool]:
+    """The planned shutdown, worst case per phase, and whether it fits (`gracerun check`).
+
+    Not to be confused with observe/report.py, which draws a recorded shutdown.
+    """
     sd = cfg.shutdown
     grace = sd.effective_stop_grace
     from gracerun.config.plan import Plan
@@ -87,7 +90,7 @@ def check(argv: list[str]) -> int:
     ns = parser.parse_args(argv)
     path = config.find_path(ns.config)
     cfg = config.load(path)
-    lines, fits = timeline_report(cfg, ns.grace_period)
+    lines, fits = planned_timeline(cfg, ns.grace_period)
     print(f"config: {path or '(built-in defaults)'}: valid")
     for line in lines:
         print(line)

@@ -339,13 +339,14 @@ class Harness:
         return path
 
     def start(self, config: str, *args: str, app_args: tuple[str, ...] = (),
-              ready: bool = True) -> Gracerun:
-        """Start gracerun around the app; with `ready`, return once it serves."""
+              ready: bool = True, app: Path = APP) -> Gracerun:
+        """Start gracerun around the app (examples/app.py unless `app` names another
+        with the same command line and handshake); with `ready`, return once it serves."""
         n = len(self.runs)
         cfg = self.write_config(config, f"gracerun{n}.toml")
         out, err = self.tmp / f"out{n}", self.tmp / f"err{n}"
         argv = [sys.executable, "-m", "gracerun", "--config", str(cfg), "--log-format", "json",
-                *args, "--", sys.executable, str(APP), "--port", str(self.port),
+                *args, "--", sys.executable, str(app), "--port", str(self.port),
                 "--record", str(self.record), *app_args]
         with open(out, "wb") as fout, open(err, "wb") as ferr:
             proc = subprocess.Popen(argv, cwd=ROOT, env=self.env(), stdin=subprocess.DEVNULL,

@@ -562,3 +562,15 @@ def test_timeout_bounds_a_resolver_that_never_answers(monkeypatch: pytest.Monkey
             release.set()
 
     assert run(scenario()) < 0.8
+
+
+def test_errors_carry_their_reason_without_the_request() -> None:
+    """Callers that name the request their own way (registry clients) take `reason`
+    rather than parsing the message, whose URL is redacted."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(HttpError) as info:
+        run(request("PUT", f"http://127.0.0.1:{port}/x?token=1", timeout=5))
+    assert info.value.reason == "connection refused"
+    assert str(info.value) == f"PUT http://127.0.0.1:{port}/x?[redacted]: connection refused"

@@ -28,6 +28,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 
+from gracerun.core.lifecycle import Lifecycle, State
 from gracerun.core.timeline import HookRecord, Timeline
 from gracerun.errors import GracerunError
 from gracerun.observe import files, report, state
@@ -56,15 +57,14 @@ def shared(tmp_path: Path) -> Path:
 
 def timeline(detail: str = "") -> Timeline:
     now = [100.0]
-    tl = Timeline(lambda: now[0], 5.0)
-    tl.begin_shutdown("signal SIGTERM")
-    tl.begin("deregister")
-    tl.hook(HookRecord(phase="deregister", name="registry", kind="http", start=0.0,
+    lc = Lifecycle(lambda: now[0], 5.0)
+    lc.enter(State.READY, "service started")
+    lc.enter(State.DEREGISTER, "signal SIGTERM")
+    lc.hook(HookRecord(phase="deregister", name="registry", kind="http", start=0.0,
                        duration=0.5, outcome="failed", detail=detail))
     now[0] += 1.0
-    tl.end("hook failed")
-    tl.finish(0)
-    return tl
+    lc.enter(State.DONE, "hook failed", exit_code=0)
+    return lc.timeline
 
 
 def warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -449,3 +449,18 @@ def test_report_follows_a_symlink_its_user_chose(tmp_path: Path,
     (tmp_path / "link.json").symlink_to(real)
     assert report.main([str(tmp_path / "link.json")]) == 0
     assert "deregister" in capsys.readouterr().out
+
+
+def test_the_startup_record_is_kept_and_checked(tmp_path: Path) -> None:
+    path = tmp_path / "last.json"
+    startup = {"ready_after": 0.5, "phases": [{"name": "starting", "start": 0.0,
+                                               "duration": 0.5, "reason": "ready\x1b[2J"}],
+               "hooks": []}
+    path.write_text(json.dumps(sample(startup=startup)))
+    kept = state.load(str(path))["startup"]
+    assert kept["ready_after"] == 0.5 and kept["phases"][0]["reason"] == "ready\\x1b[2J"
+    path.write_text(json.dumps(sample(startup={**startup, "ready_after": "soon"})))
+    with pytest.raises(state.StateFileError, match=r"startup\.ready_after"):
+        state.load(str(path))
+    path.write_text(json.dumps(sample()))  # older files have none
+    assert "startup" not in state.load(str(path))

@@ -15,7 +15,10 @@ from prometheus_client.openmetrics.exposition import generate_latest as generate
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_om
 
 from gracerun.config.plan import HookPhase, Plan, SleepHook
-from gracerun.core.timeline import HookRecord, Timeline
+from gracerun.core.lifecycle import Lifecycle, State
+from gracerun.core.reaper import Reaper
+from gracerun.core.service import Service
+from gracerun.core.timeline import HookRecord
 from gracerun.errors import GracerunError, UsageError
 from gracerun.observe import report, server, state
 from gracerun.observe.metrics import PHASES, LastShutdownCollector, Metrics
@@ -32,13 +35,15 @@ class Clock:
 
 
 def make(budget: float = 30.0, plan: Plan | None = None
-         ) -> tuple[Clock, Timeline, CollectorRegistry, Metrics]:
+         ) -> tuple[Clock, Lifecycle, CollectorRegistry, Metrics, Service]:
     clock = Clock()
-    timeline = Timeline(clock, budget)
+    lifecycle = Lifecycle(clock, budget)
+    service = Service(Reaper(), loop=None)
     registry = CollectorRegistry()
-    metrics = Metrics(registry, timeline, plan)
-    timeline.listeners.append(metrics.on_event)
-    return clock, timeline, registry, metrics
+    metrics = Metrics(registry, lifecycle, plan, service)
+    lifecycle.subscribe(metrics.on_event)
+    lifecycle.enter(State.READY, "service started")
+    return clock, lifecycle, registry, metrics, service
 
 
 def value(registry: CollectorRegistry, name: str, **labels: str) -> float | None:
@@ -53,7 +58,7 @@ def current_phase(registry: CollectorRegistry) -> list[str]:
 
 
 def test_before_a_shutdown() -> None:
-    _, _, registry, _ = make(budget=12.0)
+    _, _, registry, _, _ = make(budget=12.0)
     assert current_phase(registry) == ["running"]
     assert value(registry, "gracerun_shutdown_in_progress") == 0.0
     assert value(registry, "gracerun_shutdown_budget_remaining_seconds") == 12.0
@@ -66,27 +71,26 @@ def test_before_a_shutdown() -> None:
 
 def test_a_shutdown_phase_by_phase() -> None:
     """Phases, hooks and probe readings as the pipeline reports them, on a fake clock."""
-    clock, tl, registry, metrics = make(budget=30.0)
-    tl.begin_shutdown("signal SIGTERM")
+    clock, lc, registry, _, service = make(budget=30.0)
+    lc.enter(State.NOTIFY, "signal SIGTERM")
     assert value(registry, "gracerun_shutdown_in_progress") == 1.0
-    tl.begin("notify")
     clock.now += 0.5
-    tl.hook(HookRecord(phase="notify", name="mq", kind="exec", start=0.0, duration=0.5,
+    lc.hook(HookRecord(phase="notify", name="mq", kind="exec", start=0.0, duration=0.5,
                        outcome="failed", detail="exit 1"))
     assert current_phase(registry) == ["notify"]
     # The phase in progress counts up to the scrape; so does the budget.
     assert value(registry, "gracerun_shutdown_phase_seconds", phase="notify") == 0.5
     assert value(registry, "gracerun_shutdown_budget_remaining_seconds") == 29.5
-    tl.begin("drain")  # ends notify
-    tl.probe("drain", 3)
+    lc.enter(State.DRAIN, "done")  # ends notify
+    lc.probe("drain", 3)
     assert value(registry, "gracerun_drain_inflight") == 3.0
-    metrics.on_event("probe", {"phase": "propagate", "value": 99})  # not in-flight work
+    lc.probe("propagate", 99)  # not in-flight work
     assert value(registry, "gracerun_drain_inflight") == 3.0
     clock.now += 2.0
-    tl.begin("stop")
+    lc.enter(State.STOP, "drained")
     clock.now += 1.0
-    metrics.on_service_exit(143)
-    tl.finish(143)
+    service.exit_code = 143
+    lc.enter(State.DONE, "service tree gone", exit_code=143)
 
     assert current_phase(registry) == ["done"]
     assert value(registry, "gracerun_shutdown_in_progress") == 0.0
@@ -105,11 +109,10 @@ def test_a_shutdown_phase_by_phase() -> None:
 
 
 def test_kill_counts_an_escalation() -> None:
-    clock, tl, registry, _ = make(budget=2.0)
-    tl.begin_shutdown("signal SIGTERM")
-    tl.begin("stop")
+    clock, lc, registry, _, _ = make(budget=2.0)
+    lc.enter(State.STOP, "signal SIGTERM")
     clock.now += 2.0
-    tl.begin("kill")
+    lc.enter(State.KILL, "budget spent")
     assert current_phase(registry) == ["kill"]
     assert value(registry, "gracerun_shutdown_budget_remaining_seconds") == 0.0
     assert value(registry, "gracerun_sigkill_escalations_total") == 1.0
@@ -118,14 +121,14 @@ def test_kill_counts_an_escalation() -> None:
 def test_configured_hooks_start_at_zero() -> None:
     """So that `increase(gracerun_hook_runs_total{outcome="failed"}[..])` sees the first failure."""
     plan = Plan(deregister=HookPhase(hooks=(SleepHook(name="lb", timeout=1, duration=0.1),)))
-    _, _, registry, _ = make(plan=plan)
+    _, _, registry, _, _ = make(plan=plan)
     for outcome in ("ok", "failed", "timeout"):
         assert value(registry, "gracerun_hook_runs_total", hook="lb", phase="deregister",
                      outcome=outcome) == 0.0
 
 
 def test_supervisor_observers() -> None:
-    _, _, registry, metrics = make()
+    _, _, registry, metrics, _ = make()
     metrics.on_forward(10)
     metrics.on_forward(10)
     metrics.on_forward(1)
@@ -135,20 +138,21 @@ def test_supervisor_observers() -> None:
     assert value(registry, "gracerun_zombies_reaped_total") == 1.0
 
 
-def test_an_unknown_phase_is_shown_too() -> None:
-    _, tl, registry, _ = make()
-    tl.begin_shutdown("test")
-    tl.begin("warmdown")
-    assert value(registry, "gracerun_shutdown_phase", phase="warmdown") == 1.0
-    assert current_phase(registry) == []
+def test_every_state_is_exactly_one_phase() -> None:
+    """The phase gauge reads the lifecycle: one label reads 1 in every state."""
+    for target in State:
+        if target <= State.READY:
+            continue
+        _, lc, registry, _, _ = make()
+        lc.enter(target, "test", exit_code=0 if target is State.DONE else None)
+        assert current_phase(registry) == [target.label]
 
 
 def test_both_exposition_formats_parse() -> None:
-    _, tl, registry, metrics = make()
+    _, lc, registry, metrics, _ = make()
     registry.register(LastShutdownCollector(sample_record()))
     metrics.on_forward(10)
-    tl.begin_shutdown("x")
-    tl.begin("stop")
+    lc.enter(State.STOP, "x")
     names = {f.name for f in parse_om(generate_openmetrics(registry).decode())}
     assert {"gracerun_shutdown_phase", "gracerun_signals_forwarded",
             "gracerun_last_shutdown_phase_seconds"} <= names
@@ -197,11 +201,11 @@ def test_last_shutdown_metrics() -> None:
 
 def test_state_file_round_trip(tmp_path: Path) -> None:
     clock = Clock()
-    tl = Timeline(clock, 5.0)
-    tl.begin_shutdown("signal SIGTERM")
-    tl.begin("stop")
+    lc = Lifecycle(clock, 5.0)
+    lc.enter(State.STOP, "signal SIGTERM")
     clock.now += 1.25
-    tl.finish(0)
+    lc.enter(State.DONE, "service tree gone", exit_code=0)
+    tl = lc.timeline
     path = tmp_path / "deep" / "er" / "last.json"  # parents are created
     state.save(str(path), tl, 143)
     data = state.load(str(path))

@@ -152,23 +152,56 @@ def test_daemon_is_stopped_when_the_service_exits(launcher: Launcher, mode: str)
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_daemon_ignoring_sigterm_is_killed_at_the_budget(launcher: Launcher, mode: str) -> None:
+def test_daemon_ignoring_sigterm_is_killed_at_the_stop_grace(launcher: Launcher,
+                                                             mode: str) -> None:
     """Steps:
-    1. gracerun -t 1s; the service starts a daemon that ignores SIGTERM, prints
-       ready and exits 7;
-    2. the budget starts with the service's exit; when it runs out gracerun
-       SIGKILLs the daemon;
+    1. gracerun -t 4s --stop-grace 1s; the service starts a daemon that ignores
+       SIGTERM, prints ready and exits 7;
+    2. the shutdown starts with the service's exit; the leftover daemon gets the
+       stop grace (not the budget): when it runs out gracerun SIGKILLs it;
     3. gracerun still exits 7 (the service's code, not 137), about 1s after the
        service exited; the daemon is gone.
     """
-    argv = gracerun("-t", "1s", cmd=recorder("--daemon", "--ignore", "TERM", "--exit", 7))
+    argv = gracerun("-t", "4s", "--stop-grace", "1s",
+                    cmd=recorder("--daemon", "--ignore", "TERM", "--exit", 7))
     proc, _ = start_gracerun(launcher, mode, argv)
     ready_pids(proc)
     started = launcher.alive()  # the daemon among them
-    # The service exits right after writing ready, and the budget starts then:
+    # The service exits right after writing ready, and the grace starts then:
     # the line's arrival is a little later, hence the lower bound of 0.8s.
     start = proc.out.arrival("^ready")
     assert proc.wait(10) == 7
     elapsed = time.monotonic() - start
-    assert 0.8 <= elapsed <= 5.0, elapsed
+    assert 0.8 <= elapsed <= 3.0, elapsed
     assert set(started) & set(launcher.alive()) == set()  # by tag: PIDs may be reused
+
+
+def test_a_running_service_sees_only_the_stop_signal(launcher: Launcher) -> None:
+    """Steps: a service that records every signal and its worker keep running after
+    SIGTERM (only recording it); SIGTERM to gracerun; a marker signal (SIGUSR2)
+    after it. Each process records SIGTERM then SIGUSR2 and nothing in between:
+    no SIGCONT to processes that were not stopped (as with tini and dumb-init)."""
+    proc = launcher.start(gracerun("-g", "-t", "30s",
+                                   cmd=recorder("--workers", 1, "--exit-on", "USR2")))
+    ready_pids(proc)
+    proc.send(signal.SIGTERM)
+    proc.expect("^signal SIGTERM role=main ")
+    proc.expect("^signal SIGTERM role=worker1 ")
+    proc.send(signal.SIGUSR2)  # forwarded to the group: the end marker
+    proc.expect("^signal SIGUSR2 role=main ")
+    proc.wait(10)
+    received = [line.split()[1:3] for line in proc.out.lines if line.startswith("signal ")]
+    assert ["SIGCONT", "role=main"] not in received, received
+    assert ["SIGCONT", "role=worker1"] not in received, received
+
+
+def test_leftovers_get_the_stop_grace_not_the_budget(launcher: Launcher) -> None:
+    """Steps: the service leaves a process that ignores SIGTERM and exits 7; with a
+    30 s budget (stop grace 5 s), gracerun SIGKILLs the leftover at the stop grace
+    and exits 7 after about 5 s, not 30 s."""
+    start = time.monotonic()
+    proc = launcher.start(gracerun("-t", "30s", cmd=[
+        "sh", "-c", "(trap '' TERM; exec sleep 1000) & exit 7"]))
+    assert proc.wait(20) == 7
+    elapsed = time.monotonic() - start
+    assert 4.5 < elapsed < 10.0, elapsed

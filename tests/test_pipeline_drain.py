@@ -158,7 +158,7 @@ def test_second_sigterm_during_drain_skips_to_stop(h: Harness) -> None:
     assert time.monotonic() - second < 3.0
 
     drain = run.phase_ended("drain")
-    assert drain["reason"] == "superseded by stop"
+    assert drain["reason"] == "second signal"
     assert drain["duration"] < 3.0
     assert run.find("phase ended", phase="stop")[0]["after"] == "second signal"
     assert run.find("second stop signal: skipping to the stop phase")

@@ -117,7 +117,8 @@ def test_unread_bytes_make_a_connection_busy(net: Net, family: int) -> None:
 
     1. Connect and send 100 bytes that the server does not read.
     2. The server side shows rqueue == 100 and is busy even with idle_ms=0.
-    3. Negative control: once the server reads them, it is not busy at idle_ms=0.
+    3. Once the server reads them it still owes a reply (the peer spoke last): busy.
+    4. Negative control: once it has answered, it is not busy at idle_ms=0.
     """
     listener, port = net.listener(family)
     client, server = net.pair(family, listener)
@@ -132,7 +133,11 @@ def test_unread_bytes_make_a_connection_busy(net: Net, family: int) -> None:
     assert is_busy(sock, idle_ms=0)
 
     assert server.recv(100, socket.MSG_WAITALL) == b"x" * 100
-    wait_for(lambda: server_side(port, client, lambda s: not is_busy(s, 0)), "queue read")
+    read = wait_for(lambda: server_side(port, client, lambda s: s.rqueue == 0), "queue read")
+    assert is_busy(read, 0)
+    server.sendall(b"y")
+    assert client.recv(1) == b"y"
+    wait_for(lambda: server_side(port, client, lambda s: not is_busy(s, 0)), "answered")
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -326,8 +331,21 @@ def _conn(**fields: int | None) -> TcpSocket:
         ({"unacked": 1}, 0, True),
         ({"last_data_recv_ms": 999}, 1000, True),
         ({"last_data_sent_ms": 999}, 1000, True),
-        ({"last_data_recv_ms": 1000}, 1000, False),  # exactly idle_ms ago is idle
+        # exactly idle_ms ago is idle (the service answered after the request)
+        ({"last_data_recv_ms": 1000, "last_data_sent_ms": 1000}, 1000, False),
         ({"last_data_recv_ms": 0, "last_data_sent_ms": 0}, 0, False),
+        # rule 4: the peer spoke last, the service owes a reply, however long ago
+        ({"last_data_recv_ms": 5000, "last_data_sent_ms": 9000}, 1000, True),
+        ({"last_data_recv_ms": 9000, "last_data_sent_ms": 5000}, 1000, False),
+        # a tie: busy only when the peer sent bytes and the service none (a fresh request)
+        ({"last_data_recv_ms": 5000, "last_data_sent_ms": 5000, "bytes_received": 80,
+          "bytes_acked": 0}, 1000, True),
+        ({"last_data_recv_ms": 5000, "last_data_sent_ms": 5000, "bytes_received": 80,
+          "bytes_acked": 120}, 1000, False),
+        ({"last_data_recv_ms": 5000, "last_data_sent_ms": 5000, "bytes_received": 0,
+          "bytes_acked": 0}, 1000, False),
+        ({"last_data_recv_ms": 5000, "last_data_sent_ms": 5000, "bytes_received": None,
+          "bytes_acked": None}, 1000, False),
         ({"unacked": None, "last_data_recv_ms": None, "last_data_sent_ms": None}, 1000, False),
     ],
 )

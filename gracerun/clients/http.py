@@ -51,13 +51,23 @@ _default_ssl_context: ssl.SSLContext | None = None
 class HttpError(GracerunError):
     """An HTTP request failed: bad URL, connection error, timeout or malformed response.
 
-    The message is one line naming the method and URL. A response with any status code,
-    4xx and 5xx included, is not an error: it is returned.
+    The message is one line naming the method and URL (redacted). ``reason`` is the same
+    without that "METHOD URL: " prefix ("connection refused", "timed out after 2s"), for
+    callers that name the request their own way. A response with any status code, 4xx and
+    5xx included, is not an error: it is returned.
     """
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = message if reason is None else reason
 
 
 class HttpTimeout(HttpError):
     """The request did not complete within its timeout."""
+
+
+def _failed(kind: type[HttpError], where: str, reason: str) -> HttpError:
+    return kind(f"{where}: {reason}", reason)
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,15 +170,15 @@ async def request(
         done = True
         return response
     except TimeoutError:
-        raise HttpTimeout(f"{where}: timed out after {timeout:g}s") from None
+        raise _failed(HttpTimeout, where, f"timed out after {timeout:g}s") from None
     except _ProtocolError as exc:
-        raise HttpError(f"{where}: malformed response: {exc}") from None
+        raise _failed(HttpError, where, f"malformed response: {exc}") from None
     except ConnectionRefusedError:
-        raise HttpError(f"{where}: connection refused") from None
+        raise _failed(HttpError, where, "connection refused") from None
     except (ConnectionResetError, BrokenPipeError):
-        raise HttpError(f"{where}: connection reset by peer") from None
+        raise _failed(HttpError, where, "connection reset by peer") from None
     except OSError as exc:  # resolution (gaierror), unreachable, TLS (ssl.SSLError) ...
-        raise HttpError(f"{where}: connection failed: {exc.strerror or exc}") from None
+        raise _failed(HttpError, where, f"connection failed: {exc.strerror or exc}") from None
     finally:
         if writer is not None:
             if done:
@@ -200,9 +210,9 @@ def _request_head(
     fields["accept"] = ("Accept", "*/*")
     for name, value in (headers or {}).items():
         if not name or not set(name) <= _TCHARS:
-            raise HttpError(f"{where}: bad header name {name!r}")
+            raise _failed(HttpError, where, f"bad header name {name!r}")
         if any(c in value for c in "\r\n\0"):
-            raise HttpError(f"{where}: bad value for header {name!r}")
+            raise _failed(HttpError, where, f"bad value for header {name!r}")
         if name.lower() not in _MANAGED_HEADERS:
             fields[name.lower()] = (name, value)
     if body is not None or method in _METHODS_WITH_CONTENT:
@@ -213,7 +223,7 @@ def _request_head(
     try:
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
     except UnicodeEncodeError:
-        raise HttpError(f"{where}: header values must be latin-1") from None
+        raise _failed(HttpError, where, "header values must be latin-1") from None
 
 
 async def _read_response(reader: asyncio.StreamReader, method: str, max_body: int) -> Response:

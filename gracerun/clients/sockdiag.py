@@ -12,23 +12,38 @@ The busy rule (:func:`is_busy`): a connection is busy when
 1. ``rqueue > 0``: the peer sent bytes the service has not read yet; or
 2. ``wqueue > 0``: the service wrote bytes the peer has not acknowledged yet; or
 3. ``unacked > 0``: segments are in flight; or
-4. ``last_data_recv_ms < idle_ms`` or ``last_data_sent_ms < idle_ms``: data moved in
+4. the service owes a reply: the peer's last data is more recent than the service's
+   (``last_data_recv_ms < last_data_sent_ms``, both ages); or, when both ages are equal
+   (they tick in jiffies, 4 ms at HZ=250, so a fresh connection's request usually lands in
+   the handshake's tick), the peer has sent bytes and the service none on this connection
+   (``bytes_received > 0`` and ``bytes_acked == 0``); or
+5. ``last_data_recv_ms < idle_ms`` or ``last_data_sent_ms < idle_ms``: data moved in
    either direction less than ``idle_ms`` milliseconds ago.
 
-Otherwise it is idle. An idle keep-alive connection is therefore "not busy" once it has
-been quiet for ``idle_ms``; so is a fresh connection, whose clocks start at the handshake.
+Otherwise it is idle. Rule 4 is what makes a request whose handler works for seconds
+without a byte on the wire count as in flight (a slow query, an upload that stalls between
+chunks, a request on a half-closed connection); rule 5 covers the moments around an
+exchange. An idle keep-alive connection whose last word was the service's (its response)
+is "not busy" once it has been quiet for ``idle_ms``. A tie is *not* busy when the service
+has already sent on the connection: otherwise every keep-alive connection whose response
+went out in the tick of its request would stay busy forever.
 
 Limits of the rule, stated plainly:
 
-* A request that the service is still processing, with no bytes moving for longer than
-  ``idle_ms`` (a slow query, a long computation, a server-sent-events stream between
-  events), looks idle. Socket state cannot see work inside the process. When that matters,
-  use an in-flight counter probe (the service's own metric or endpoint) instead of, or
-  together with, this one.
+* A stream where the service speaks last and then pauses (server-sent events, a long poll
+  answered in parts, a download the service produces slowly) looks idle between its
+  writes once ``idle_ms`` passes: set ``idle`` above the longest pause, or use an in-flight
+  counter probe (the service's own metric or endpoint) instead of, or with, this one.
+* HTTP/2 and gRPC multiplex many requests on one connection: after the service answers one
+  stream, the connection reads as "service spoke last" even while other streams are still
+  being processed. Use the service's own in-flight counter for those.
+* Back-to-back reuse within one tick: a keep-alive client that sends its next request in
+  the same jiffy as the previous response (bytes_acked > 0 already) reads as a tie and is
+  not counted by rule 4, only by rule 5 for ``idle_ms``.
 * Application-level keep-alives on a pooled connection (HTTP/2 PING, gRPC keepalive, health
-  checks sent over the same connection) are data, so they make it busy for ``idle_ms``.
-  Bare TCP keep-alive probes carry no data and do not.
-* Times have jiffy resolution (1-10 ms, by the kernel's HZ).
+  checks sent over the same connection) are data: a ping the service has not answered
+  makes it busy, and any makes it busy for ``idle_ms``. Bare TCP keep-alive probes carry no
+  data and do not.
 * A peer's FIN counts as one byte in ``rqueue`` until the service reads end-of-file, and
   the service's own FIN as one byte in ``wqueue`` until it is acknowledged; a service that
   never reads a half-closed connection keeps it busy.
@@ -143,15 +158,29 @@ class TcpSocket:
 def is_busy(sock: TcpSocket, idle_ms: int) -> bool:
     """Whether ``sock`` carries in-flight work, by the rule in the module docstring.
 
-    ``idle_ms=0`` makes only the queues count. Unknown (None) fields never make it busy.
+    ``idle_ms=0`` turns rule 5 off. Unknown (None) fields never make it busy.
     Meant for connections; on a listener it means "connections wait to be accepted".
     """
     if sock.rqueue > 0 or sock.wqueue > 0 or (sock.unacked or 0) > 0:
+        return True
+    if owes_reply(sock):
         return True
     return any(
         age is not None and age < idle_ms
         for age in (sock.last_data_recv_ms, sock.last_data_sent_ms)
     )
+
+
+def owes_reply(sock: TcpSocket) -> bool:
+    """Rule 4: the peer spoke last on this connection, so the service owes it a reply."""
+    recv, sent = sock.last_data_recv_ms, sock.last_data_sent_ms
+    if recv is None or sent is None:
+        return False
+    if recv < sent:
+        return True
+    if recv == sent:
+        return (sock.bytes_received or 0) > 0 and sock.bytes_acked == 0
+    return False
 
 
 # --- netlink wire format (linux/netlink.h, linux/sock_diag.h, linux/inet_diag.h) -----------

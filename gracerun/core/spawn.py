@@ -32,9 +32,12 @@ import errno
 import os
 import signal
 from collections.abc import Mapping, Sequence
-from typing import NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from gracerun.errors import LaunchError
+
+if TYPE_CHECKING:
+    from gracerun.core.reaper import Reaper
 
 # Every signal whose disposition can be changed (Python refuses glibc's
 # internal 32 and 33, which fork + exec leave at their default anyway).
@@ -164,3 +167,52 @@ def _find(command: str, env: Mapping[str, str]) -> bool:
         return os.path.isfile(command)
     path = env.get("PATH", os.defpath)
     return any(os.path.isfile(os.path.join(d or ".", command)) for d in path.split(os.pathsep))
+
+
+class Child:
+    """A helper process (exec hook, exec probe) whose exit comes from the one reaper.
+
+        child = Child.start(argv, reaper, loop, ...)   # spawned and watched at once
+        code = await child.wait()                      # on the run's loop
+        child.kill()                                   # SIGKILL its whole group
+
+    No asyncio import here: the future comes from the loop passed in, so the
+    core stays loadable without asyncio (see loop.py).  A wait that is
+    cancelled (a hook's timeout) kills the child's group before it returns.
+    """
+
+    def __init__(self, pid: int, future: Any) -> None:
+        self.pid = pid
+        self._exit = future
+
+    @classmethod
+    def start(cls, argv: Sequence[str], reaper: Reaper, loop: Any, *,
+              env: Mapping[str, str] | None = None, cwd: str | None = None,
+              redirect: Redirect = _NO_REDIRECT) -> Child:
+        """Spawn in its own process group and register its exit in the same step.
+
+        Raises LaunchError as spawn() does.
+        """
+        future = loop.create_future()
+        pid = spawn(argv, env=env, cwd=cwd, redirect=redirect)
+
+        def exited(_pid: int, code: int) -> None:
+            if not future.done():
+                future.set_result(code)
+
+        reaper.watch(pid, exited)
+        return cls(pid, future)
+
+    async def wait(self) -> int:
+        """The exit code (128+N for signal N); kills the group if cancelled."""
+        try:
+            return int(await self._exit)
+        except BaseException:  # CancelledError included: never leave it running
+            self.kill()
+            raise
+
+    def kill(self) -> None:
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass

@@ -23,12 +23,14 @@ import logging
 import os
 import signal
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from gracerun.config.load import Config
 from gracerun.core import linux, signals, tree
+from gracerun.core.lifecycle import Event, Lifecycle, State, Transition
 from gracerun.core.log import event
 from gracerun.core.reaper import Reaper
+from gracerun.core.service import Service
 from gracerun.core.spawn import spawn
 from gracerun.core.timeline import Timeline
 
@@ -40,44 +42,119 @@ _KILL_SETTLE_SECONDS = 5.0
 
 
 class PreStop(Protocol):
-    """The pre-stop pipeline (shutdown.py); it calls sup.begin_stop() when done."""
+    """The pre-stop pipeline (lifecycle/shutdown.py).
 
-    def start(self, sup: Supervisor, service_exited: bool) -> None: ...
+    start() enters the first pre-stop state before it returns (or calls
+    sup.begin_stop() when there is nothing to run), so the run is never
+    between "triggered" and "shutting down"; it calls sup.begin_stop() when
+    its phases are done.  cancel() stops it wherever it is.
+    """
+
+    def start(self, trigger: str, service_exited: bool) -> None: ...
     def cancel(self) -> None: ...
 
 
+class StartUp(Protocol):
+    """The start-up sequence (lifecycle/startup.py): enters READY when it is done."""
+
+    def start(self) -> None: ...
+    def cancel(self) -> None: ...
+    def skip_at_shutdown(self, hook: Any) -> bool: ...
+
+
+class Processes:
+    """The process operations the supervisor performs, in one replaceable place.
+
+    The real ones spawn and signal real processes (spawn.py, tree.py); the
+    in-process lifecycle tests pass a fake, so that every transition can be
+    driven in milliseconds without a real service.
+    """
+
+    def spawn(self, argv: Sequence[str], tty_fd: int | None) -> int:
+        return spawn(argv, new_group=True, tty_fd=tty_fd)
+
+    def signal_group(self, pgid: int, signum: int) -> bool:
+        return tree.signal_group(pgid, signum)
+
+    def descendants(self) -> list[int]:
+        return tree.descendants()
+
+    def send(self, pids: list[int], signum: int) -> int:
+        return tree.send(pids, signum)
+
+    def kill_all(self, service_pgid: int | None) -> int:
+        return tree.kill_all(service_pgid)
+
+    def continue_stopped(self, pgid: int | None, pids: Sequence[int] = ()) -> int:
+        """SIGCONT to the processes of group `pgid` (and of `pids`) that are stopped.
+
+        Only to those in job-control stop (state T): a running service must see
+        exactly the signals it was sent, as under tini and dumb-init, while a
+        service stopped by ^Z must still wake to act on its stop signal.
+        """
+        wanted = set(pids)
+        sent = 0
+        for pid, state, pgrp in _proc_states():
+            if state == "T" and (pgrp == pgid or pid in wanted):
+                try:
+                    os.kill(pid, signal.SIGCONT)
+                    sent += 1
+                except (ProcessLookupError, PermissionError):
+                    continue
+        return sent
+
+
+class Trigger(NamedTuple):
+    """What started the shutdown; set once."""
+
+    reason: str  # "signal SIGTERM", "preStop hook", "service exited with 3"
+    prestop: bool  # started by `gracerun prestop` (Kubernetes sends SIGTERM after it)
+
+
 class Supervisor:
-    def __init__(self, loop: Any, cfg: Config, reaper: Reaper) -> None:
+    """Drives the lifecycle from signals, exits and timers; owns the budget."""
+
+    def __init__(self, loop: Any, cfg: Config, reaper: Reaper, *,
+                 service: Service | None = None, processes: Processes | None = None) -> None:
         self.loop = loop
         self.cfg = cfg
         self.reaper = reaper
-        self.timeline = Timeline(loop.time, cfg.shutdown.budget)
+        self.service = service or Service(reaper, loop, group=cfg.signals.group)
+        self.processes = processes or Processes()
+        self.lifecycle = Lifecycle(loop.time, cfg.shutdown.budget)
         self.prestop: PreStop | None = None
-        self.service_pid: int | None = None
-        self.service_code: int | None = None
-        self.shutdown_started = False
-        self.stopping = False
-        self.exit_code: int | None = None
+        self.startup: StartUp | None = None
+        self.trigger: Trigger | None = None
         self.stop_signal = cfg.shutdown.stop_signal or signal.SIGTERM
-        self._absorb_trigger = False
+        self._trigger_signals = 0  # trigger signals received after the shutdown began
         self._kill_timer: Any = None
+        self._leftover_timer: Any = None
         self._settle_timer: Any = None
-        # Observers for metrics: (signal name) and (exit code).
+        # Observers for metrics: (signal sent) and (the service's exit code).
         self.on_forward: list[Callable[[int], None]] = []
         self.on_service_exit: list[Callable[[int], None]] = []
         # Run at the very end, before exit (state file, Pushgateway): synchronous,
         # each expected to bound itself by timeline.remaining().
         self.on_finish: list[Callable[[Timeline], None]] = []
-        self.timeline.listeners.append(self._log_phase)
+        self.lifecycle.subscribe(self._log)
+
+    @property
+    def timeline(self) -> Timeline:
+        return self.lifecycle.timeline
 
     # ------------------------------------------------------------ start-up
 
     def start(self, argv: Sequence[str]) -> None:
-        tty_fd = _foreground_tty()
-        pid = spawn(argv, new_group=True, tty_fd=tty_fd)
+        pid = self.processes.spawn(argv, _foreground_tty())
         self.reaper.watch(pid, self._service_exited)
-        self.service_pid = pid
+        self.service.pid = pid
         event(logging.DEBUG, "started service", pid=pid, argv=" ".join(argv))
+        if self.lifecycle.shutting_down:  # a trigger came first
+            return
+        if self.startup is not None:
+            self.startup.start()  # enters READY once the service is ready and registered
+        else:
+            self.lifecycle.enter(State.READY, "service started")
 
     # ------------------------------------------------------------- signals
 
@@ -92,15 +169,17 @@ class Supervisor:
         self.forward(signum)
 
     def _on_trigger(self, signum: int) -> None:
-        if not self.shutdown_started:
+        lifecycle = self.lifecycle
+        if not lifecycle.shutting_down:
             self.begin_shutdown(f"signal {signals.name(signum)}", signum)
-        elif self._absorb_trigger:
+            return
+        self._trigger_signals += 1
+        if self.trigger is not None and self.trigger.prestop and self._trigger_signals == 1:
             # Kubernetes sends SIGTERM after the preStop hook we are serving:
             # the same shutdown, so neither restart nor cut it, nor forward it.
-            self._absorb_trigger = False
             event(logging.INFO, "absorbed stop signal after preStop",
                   signal=signals.name(signum))
-        elif not self.stopping:
+        elif not lifecycle.stopping:
             event(logging.WARNING, "second stop signal: skipping to the stop phase",
                   signal=signals.name(signum))
             self.begin_stop("second signal")
@@ -113,25 +192,14 @@ class Supervisor:
         if target == 0:
             event(logging.DEBUG, "dropped signal", signal=signals.name(signum))
             return
-        self.signal_service(target)
+        if not self.service.signal(target):
+            event(logging.DEBUG, "not forwarded: the service is gone",
+                  signal=signals.name(signum))
+            return
         for observer in self.on_forward:
             observer(target)
         event(logging.DEBUG, "forwarded signal", signal=signals.name(signum),
               sent=signals.name(target), group=self.cfg.signals.group)
-
-    def signal_service(self, signum: int) -> bool:
-        """Send a signal to the running service (group in -g mode)."""
-        pid = self.service_pid
-        if pid is None or self.service_code is not None:
-            return False
-        try:
-            if self.cfg.signals.group:
-                os.killpg(pid, signum)
-            else:
-                os.kill(pid, signum)
-        except (ProcessLookupError, PermissionError):
-            return False
-        return True
 
     # ------------------------------------------------------------ shutdown
 
@@ -143,83 +211,102 @@ class Supervisor:
     def begin_shutdown(self, trigger: str, signum: int | None = None,
                        from_prestop: bool = False) -> None:
         """Start the shutdown sequence once, whatever triggered it."""
-        if self.shutdown_started:
+        if self.lifecycle.shutting_down:
             return
-        self.shutdown_started = True
-        self._absorb_trigger = from_prestop
+        self.trigger = Trigger(trigger, from_prestop)
+        if self.startup is not None:
+            self.startup.cancel()
         if self.cfg.shutdown.stop_signal is None:
             # The trigger's signal, rewritten (-r TERM:QUIT for nginx); a preStop
             # or the service's own exit stands for the usual SIGTERM.
             trigger_signal = signum if signum is not None else signal.SIGTERM
             self.stop_signal = self.cfg.signals.rewrite.get(trigger_signal, trigger_signal)
-        self.timeline.begin_shutdown(trigger)
-        event(self._phase_level, "shutdown started", trigger=trigger,
-              budget=self.cfg.shutdown.budget)
         self._kill_timer = self.loop.call_later(self.cfg.shutdown.budget, self._budget_spent)
-        service_exited = self.service_code is not None
         if self.prestop is not None:
-            self.prestop.start(self, service_exited)
+            self.prestop.start(trigger, not self.service.running)
         else:
-            self.begin_stop("no pre-stop phases")
+            self.begin_stop(trigger)
 
     def begin_stop(self, reason: str) -> None:
         """The stop phase: send the stop signal, wait for the tree to go."""
-        if self.stopping:
+        if self.lifecycle.stopping:
             return
-        self.stopping = True
         if self.prestop is not None:
             self.prestop.cancel()
-        self.timeline.begin("stop").detail["after"] = reason
-        if self.service_code is None:
+        self.lifecycle.enter(State.STOP, reason)
+        self.lifecycle.note(after=reason)
+        if self.service.running:
             if self.stop_signal:
-                self.signal_service(self.stop_signal)
+                self.service.signal(self.stop_signal)
                 event(logging.DEBUG, "sent stop signal", signal=signals.name(self.stop_signal))
                 # A stopped service (Ctrl-Z stops its whole group) would sit on
-                # the signal until SIGKILL: continue the whole group.
-                if self.service_pid is not None:
-                    tree.signal_group(self.service_pid, signal.SIGCONT)
-        else:
-            self._stop_leftovers()
+                # the signal until SIGKILL: continue what is stopped in its group.
+                self.processes.continue_stopped(self.service.pid)
+        elif self._stop_leftovers():
+            # Processes the service left behind get the stop grace, not the whole
+            # budget: nobody waits for them, so keep the exit prompt.
+            grace = self.cfg.shutdown.effective_stop_grace
+            if grace < self.timeline.remaining():
+                self._leftover_timer = self.loop.call_later(grace, self._kill, "leftovers "
+                                                            "outlived the stop grace")
         self._check_tree_gone()
 
-    def _log_phase(self, kind: str, record: Any) -> None:
-        if kind == "phase-start":
-            event(self._phase_level, "phase started", phase=record.name, at=record.start,
-                  remaining=self.timeline.remaining())
-        elif kind == "phase-end":
-            event(self._phase_level, "phase ended", phase=record.name, duration=record.duration,
+    def _log(self, ev: Event) -> None:
+        """The lifecycle's transitions as log lines."""
+        if not isinstance(ev, Transition):
+            return
+        level = self._phase_level
+        if ev.previous < State.NOTIFY <= ev.state and ev.state is not State.DONE:
+            event(level, "shutdown started", trigger=ev.reason, budget=self.cfg.shutdown.budget)
+        if ev.ended is not None:
+            record = ev.ended
+            event(level, "phase ended", phase=record.name, duration=record.duration,
                   reason=record.reason, **{k: v for k, v in record.detail.items()
                                            if k != "last_reading"})
+        if ev.started is not None:
+            event(level, "phase started", phase=ev.started.name, at=ev.started.start,
+                  remaining=self.timeline.remaining())
 
-    def _stop_leftovers(self) -> None:
-        """The service is gone but processes it left behind are not: stop them too."""
+    def _stop_leftovers(self) -> bool:
+        """The service is gone but processes it left behind are not: stop them too.
+
+        Returns whether there were any."""
         if not self.reaper.has_children():
-            return
-        pids = tree.descendants()
+            return False
+        processes = self.processes
+        pids = processes.descendants()
         sig = self.stop_signal or signal.SIGTERM
-        if self.service_pid is not None:
-            tree.signal_group(self.service_pid, sig)
-        sent = tree.send(pids, sig)
-        tree.send(pids, signal.SIGCONT)
+        if self.service.pid is not None:
+            processes.signal_group(self.service.pid, sig)
+        sent = processes.send(pids, sig)
+        processes.continue_stopped(self.service.pid, pids)
         event(self._phase_level, "stopping processes left by the service", count=sent,
               signal=signals.name(sig))
+        return True
 
     def _budget_spent(self) -> None:
-        self.timeline.begin("kill")
-        self.timeline.killed = True
+        self._kill("budget spent")
+
+    def _kill(self, reason: str) -> None:
+        """SIGKILL the whole tree (the budget, or the leftovers' stop grace, ran out)."""
+        if self.lifecycle.state >= State.KILL:
+            return
+        for timer in (self._kill_timer, self._leftover_timer):
+            if timer is not None:
+                timer.cancel()
         if self.prestop is not None:
             self.prestop.cancel()
-        killed = tree.kill_all(self.service_pid if self.service_code is None else None)
-        event(logging.WARNING, "budget spent: SIGKILL sent to the whole tree",
+        self.lifecycle.enter(State.KILL, reason)
+        killed = self.processes.kill_all(self.service.pid if self.service.running else None)
+        event(logging.WARNING, f"{reason}: SIGKILL sent to the whole tree",
               budget=self.cfg.shutdown.budget, processes=killed)
-        self.stopping = True
         self._settle_timer = self.loop.call_later(_KILL_SETTLE_SECONDS, self._give_up)
         self._check_tree_gone()
 
     def _give_up(self) -> None:
         event(logging.ERROR, "processes survived SIGKILL (uninterruptible sleep?); exiting")
-        if self.service_code is None:
-            self.service_code = 128 + signal.SIGKILL
+        if self.service.exit_code is None:
+            self.service.exit_code = 128 + signal.SIGKILL
         self._finish()
 
     # ----------------------------------------------------------- reaping
@@ -231,33 +318,36 @@ class Supervisor:
         self._check_tree_gone()
 
     def _service_exited(self, pid: int, code: int) -> None:
-        self.service_code = code
+        self.service.exit_code = code
         event(logging.DEBUG, "service exited", pid=pid, code=code)
         for observer in self.on_service_exit:
             observer(code)
-        if not self.shutdown_started:
+        if not self.lifecycle.shutting_down:
             self.begin_shutdown(f"service exited with {code}")
-        elif self.stopping and not self.timeline.killed:
+        elif self.lifecycle.stopping and not self.lifecycle.killed:
             self._stop_leftovers()
 
     def _check_tree_gone(self) -> None:
-        if self.service_code is None or not self.stopping or self.exit_code is not None:
+        lifecycle = self.lifecycle
+        if self.service.exit_code is None or not lifecycle.stopping or lifecycle.done:
             return
         if self.reaper.has_children():
             return
         self._finish()
 
     def _finish(self) -> None:
-        if self.exit_code is not None:
+        if self.lifecycle.done:
             return
-        for timer in (self._kill_timer, self._settle_timer):
+        for timer in (self._kill_timer, self._leftover_timer, self._settle_timer):
             if timer is not None:
                 timer.cancel()
-        code = self.service_code if self.service_code is not None else 128 + signal.SIGKILL
-        self.exit_code = 0 if code in self.cfg.process.success_codes else code
-        self.timeline.finish(self.exit_code)
-        event(self._phase_level, "shutdown complete", exit_code=self.exit_code,
-              duration=self.timeline.elapsed(), killed=self.timeline.killed,
+        code = self.service.exit_code
+        if code is None:
+            code = 128 + signal.SIGKILL
+        exit_code = 0 if code in self.cfg.process.success_codes else code
+        self.lifecycle.enter(State.DONE, "service tree gone", exit_code=exit_code)
+        event(self._phase_level, "shutdown complete", exit_code=exit_code,
+              duration=self.timeline.elapsed(), killed=self.lifecycle.killed,
               phases=self.timeline.summary())
         for callback in self.on_finish:
             try:
@@ -265,6 +355,28 @@ class Supervisor:
             except Exception as exc:  # never lose the exit code to a reporting failure
                 event(logging.ERROR, "end-of-shutdown action failed", error=repr(exc))
         self.loop.stop()
+
+
+def _proc_states() -> list[tuple[int, str, int]]:
+    """(pid, state letter, process group) of every process in our PID namespace's /proc."""
+    out: list[tuple[int, str, int]] = []
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return out
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as fh:
+                data = fh.read()
+        except OSError:
+            continue
+        # pid (comm) state ppid pgrp ...: comm may hold spaces and parentheses.
+        fields = data[data.rfind(b")") + 2:].split()
+        if len(fields) >= 3:
+            out.append((int(name), fields[0].decode(), int(fields[2])))
+    return out
 
 
 def _foreground_tty() -> int | None:
@@ -287,25 +399,3 @@ def configure_process(cfg: Config) -> None:
                   "will not be reaped by gracerun", error=str(exc))
     if cfg.process.pdeathsig:
         linux.set_parent_death_signal(cfg.process.pdeathsig)
-
-
-def run(cfg: Config, argv: Sequence[str], *, setup: Callable[[Supervisor], None] | None = None
-        ) -> int:
-    """Run the service to the end; return gracerun's exit code."""
-    from gracerun.core.loop import new_loop
-
-    configure_process(cfg)
-    loop = new_loop(cfg.needs_asyncio)
-    if cfg.needs_asyncio:
-        import asyncio
-
-        asyncio.set_event_loop(loop)
-    reaper = Reaper(warn_on_orphans=cfg.log.warn_orphans)
-    sup = Supervisor(loop, cfg, reaper)
-    signals.SignalInbox(loop, sup.on_signal).install()
-    if setup is not None:
-        setup(sup)
-    sup.start(argv)
-    loop.run_forever()
-    assert sup.exit_code is not None
-    return sup.exit_code

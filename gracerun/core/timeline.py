@@ -1,8 +1,9 @@
 """The record of one shutdown: phases, hooks, outcomes and timings.
 
-The supervisor and the pipeline write into it; logs, metrics and the state
-file read from it through listeners, so none of them needs to know another.
-Times are monotonic (loop.time()) for durations, wall-clock only as labels.
+Only the lifecycle (lifecycle.py) writes into it, as it changes state; the
+state file, the report and the metrics read it.  Observers that want to know
+*when* something happened subscribe to the lifecycle's events, not to this.
+Times are monotonic (the loop's clock) for durations, wall-clock only as labels.
 """
 
 from __future__ import annotations
@@ -49,12 +50,16 @@ class PhaseRecord:
                 "reason": self.reason, "detail": dict(self.detail)}
 
 
-Listener = Callable[[str, Any], None]  # (event, record): event is "phase-start", ...
-
-
 class Timeline:
+    """The shutdown's phases (times from its trigger) and the start-up's (from the run's start)."""
+
     def __init__(self, clock: Callable[[], float], budget: float) -> None:
         self._clock = clock
+        self.run_started_at = clock()
+        self.startup: list[PhaseRecord] = []  # start-up phases, times from the run's start
+        self.startup_hooks: list[HookRecord] = []
+        self.ready_after: float | None = None  # seconds from the run's start to READY
+        self.startup_current: PhaseRecord | None = None
         self.budget = budget
         self.trigger = ""
         self.started_at: float | None = None  # monotonic
@@ -64,11 +69,6 @@ class Timeline:
         self.exit_code: int | None = None
         self.killed = False
         self.current: PhaseRecord | None = None
-        self.listeners: list[Listener] = []
-
-    def _emit(self, event: str, record: Any) -> None:
-        for listener in self.listeners:
-            listener(event, record)
 
     def elapsed(self) -> float:
         return 0.0 if self.started_at is None else self._clock() - self.started_at
@@ -81,46 +81,49 @@ class Timeline:
         self.trigger = trigger
         self.started_at = self._clock()
         self.started_wall = time.time()
-        self._emit("shutdown-start", self)
 
     def begin(self, name: str) -> PhaseRecord:
-        """Start a phase, ending the current one if it is still open."""
-        if self.current is not None:
-            self.end("superseded by " + name)
+        """Open a phase's record (the current one must have been ended)."""
         record = PhaseRecord(name=name, start=self.elapsed())
         self.phases.append(record)
         self.current = record
-        self._emit("phase-start", record)
         return record
 
-    def end(self, reason: str, **detail: Any) -> None:
+    def end(self, reason: str) -> PhaseRecord | None:
+        """Close the open phase's record, if any, with why it ended."""
         record = self.current
         if record is None:
-            return
+            return None
         record.duration = self.elapsed() - record.start
         record.reason = reason
-        record.detail.update(detail)
         self.current = None
-        self._emit("phase-end", record)
+        return record
 
-    def hook(self, record: HookRecord) -> None:
-        self.hooks.append(record)
-        self._emit("hook", record)
+    # ------------------------------------------------------------ start-up
 
-    def probe(self, phase: str, value: float) -> None:
-        """A probe reading (drain: in-flight work) for live observers."""
-        if self.current is not None:
-            self.current.detail["last_reading"] = value
-        self._emit("probe", {"phase": phase, "value": value})
+    def since_start(self) -> float:
+        return self._clock() - self.run_started_at
 
-    def finish(self, exit_code: int) -> None:
-        if self.current is not None:
-            self.end("service tree gone")
-        self.exit_code = exit_code
-        self._emit("shutdown-end", self)
+    def begin_startup(self, name: str) -> PhaseRecord:
+        record = PhaseRecord(name=name, start=self.since_start())
+        self.startup.append(record)
+        self.startup_current = record
+        return record
+
+    def end_startup(self, reason: str) -> PhaseRecord | None:
+        record = self.startup_current
+        if record is None:
+            return None
+        record.duration = self.since_start() - record.start
+        record.reason = reason
+        self.startup_current = None
+        return record
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "startup": {"ready_after": self.ready_after,
+                        "phases": [p.to_dict() for p in self.startup],
+                        "hooks": [h.to_dict() for h in self.startup_hooks]},
             "trigger": self.trigger,
             "started_at": self.started_wall,
             "budget_seconds": self.budget,

@@ -39,6 +39,7 @@ import time
 from typing import Any
 
 from gracerun.config.load import default_control_socket
+from gracerun.core.lifecycle import Event, State, Transition
 from gracerun.core.log import event
 from gracerun.core.supervisor import Supervisor
 from gracerun.errors import GracerunError, UsageError
@@ -84,7 +85,7 @@ class ControlServer:
         self._bound: tuple[int, int] | None = None  # (st_dev, st_ino) of our socket file
         self._reading: set[_Client] = set()  # still sending their request
         self._waiting: set[_Client] = set()  # asked for prestop, wait for the stop phase
-        sup.timeline.listeners.append(self._on_timeline)
+        sup.lifecycle.subscribe(self._on_event)
 
     def open(self) -> None:
         """Bind the socket (mode 0600) as the module docstring says; UsageError if unsafe."""
@@ -243,13 +244,13 @@ class ControlServer:
             return
         event(logging.INFO, "preStop hook received")
         self.sup.begin_shutdown("preStop hook", from_prestop=True)
-        if self.sup.stopping or self.sup.exit_code is not None:
+        if self.sup.lifecycle.stopping:
             self._finish(client, b"stopping\n")
         else:
             self._waiting.add(client)
 
-    def _on_timeline(self, kind: str, record: Any) -> None:
-        if kind == "phase-start" and record.name in ("stop", "kill"):
+    def _on_event(self, event: Event) -> None:
+        if isinstance(event, Transition) and event.state >= State.STOP:
             for client in list(self._waiting):
                 self._finish(client, b"stopping\n")
 

@@ -25,14 +25,14 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from gracerun.config.load import Config
 from gracerun.config.plan import DrainConfig, Hook, HookPhase, PropagateConfig
+from gracerun.core.lifecycle import State
 from gracerun.core.log import event
 from gracerun.core.supervisor import Supervisor
 from gracerun.core.timeline import HookRecord
 from gracerun.errors import GracerunError
 from gracerun.lifecycle.hooks import HookTimedOut, runner
-from gracerun.lifecycle.probes import InFlight, ProbeError, TrafficCounter
+from gracerun.lifecycle.probes import InFlight, ProbeError, TrafficCounter, propagation
 
 _MAX_POLLS = 1_000_000
 _HOOK_SLACK = 0.1  # every polling loop is also bounded by its deadline
@@ -43,87 +43,122 @@ class _SkipToStop(Exception):
 
 
 class Pipeline:
-    """The pre-stop phases (1-4) on asyncio; implements supervisor.PreStop."""
+    """The pre-stop phases (1-4) on asyncio; implements supervisor.PreStop.
 
-    def __init__(self, cfg: Config) -> None:
-        self.cfg = cfg
-        assert cfg.plan is not None
-        self.plan = cfg.plan
+    Each phase enters its lifecycle state when it begins; the reason it ended
+    is carried into the next transition (`self._reason`), so the timeline
+    records it once, where the next state begins.
+    """
+
+    def __init__(self, sup: Supervisor) -> None:
+        self.sup = sup
+        self.cfg = sup.cfg
+        assert sup.cfg.plan is not None
+        self.plan = sup.cfg.plan
+        self.lifecycle = sup.lifecycle
+        self.service = sup.service
         self._task: asyncio.Task[None] | None = None
         self._exited = asyncio.Event()
-        self._sup: Supervisor | None = None
+        self._reason = ""
+        sup.on_service_exit.append(lambda _code: self._exited.set())
 
-    def start(self, sup: Supervisor, service_exited: bool) -> None:
-        self._sup = sup
+    def start(self, trigger: str, service_exited: bool) -> None:
         if service_exited:
             self._exited.set()
-        sup.on_service_exit.append(lambda _code: self._exited.set())
-        self._task = asyncio.ensure_future(self._run(sup, service_exited))
+        self._reason = trigger
+        first = self._first_phase(service_exited)
+        if first is None:
+            self.sup.begin_stop(trigger)
+            return
+        self._enter(first)  # now, not when the task first runs: the run is shutting down
+        self._task = asyncio.ensure_future(self._run(service_exited))
 
     def cancel(self) -> None:
         if self._task is not None and not self._task.done():
             self._task.cancel()
 
-    async def _run(self, sup: Supervisor, service_exited: bool) -> None:
+    def _first_phase(self, service_exited: bool) -> State | None:
+        plan = self.plan
+        if not service_exited and plan.notify.hooks:
+            return State.NOTIFY
+        if plan.deregister.hooks:
+            return State.DEREGISTER
+        if service_exited:
+            return None
+        if plan.propagate is not None:
+            return State.PROPAGATE
+        if plan.drain is not None and plan.drain.probe is not None:
+            return State.DRAIN
+        return None
+
+    def _enter(self, state: State) -> None:
+        if self.lifecycle.state is not state:
+            self.lifecycle.enter(state, self._reason)
+
+    async def _run(self, service_exited: bool) -> None:
         loop = asyncio.get_running_loop()
         # Pre-stop phases must end here, leaving the stop phase its grace.
-        deadline = loop.time() + sup.timeline.remaining() - self.cfg.shutdown.effective_stop_grace
-        reason = "pre-stop phases done"
+        deadline = (loop.time() + self.sup.timeline.remaining()
+                    - self.cfg.shutdown.effective_stop_grace)
         try:
             if not service_exited:
                 # 1. Tell the service to stop taking background work.
-                await self._hook_phase(sup, "notify", self.plan.notify, deadline)
+                await self._hook_phase(State.NOTIFY, self.plan.notify, deadline)
             # 2. Take the instance out of rotation (even when it already died).
-            await self._hook_phase(sup, "deregister", self.plan.deregister, deadline)
+            await self._hook_phase(State.DEREGISTER, self.plan.deregister, deadline)
             if not self._exited.is_set():
                 # 3. Wait until the rest of the world has noticed.
                 if self.plan.propagate is not None:
-                    await self._propagate(sup, self.plan.propagate, deadline)
+                    await self._propagate(self.plan.propagate, deadline)
                 # 4. Let in-flight work finish.
                 if self.plan.drain is not None and not self._exited.is_set():
-                    await self._drain(sup, self.plan.drain, deadline)
+                    await self._drain(self.plan.drain, deadline)
         except _SkipToStop as exc:
-            reason = str(exc)
+            self._reason = str(exc)
         except Exception as exc:  # a bug must not keep the service from its stop signal
             event(logging.ERROR, "pre-stop pipeline failed; going to the stop phase",
                   error=f"{type(exc).__name__}: {exc}")
-            sup.timeline.end("error")
-            reason = "pipeline error"
+            self._reason = "pipeline error"
         # 5. Stop: the supervisor sends the stop signal and waits for the tree.
         self._task = None  # done: nothing left for begin_stop() to cancel
-        sup.begin_stop(reason)
+        self.sup.begin_stop(self._reason)
 
     # ------------------------------------------------------------- hooks
 
-    async def _hook_phase(self, sup: Supervisor, name: str, phase: HookPhase,
-                          deadline: float) -> None:
-        if not phase.hooks:
+    async def _hook_phase(self, state: State, phase: HookPhase, deadline: float) -> None:
+        hooks = phase.hooks
+        startup = self.sup.startup
+        if state is State.DEREGISTER and startup is not None:
+            # What the start-up sequence never registered is not ours to take out.
+            hooks = tuple(h for h in hooks if not startup.skip_at_shutdown(h))
+        if not hooks:
             return
         loop = asyncio.get_running_loop()
-        sup.timeline.begin(name)
+        self._enter(state)
+        name = state.label
         limit = deadline if phase.timeout is None else min(deadline, loop.time() + phase.timeout)
         if phase.parallel:
-            outcomes = await asyncio.gather(*(self._run_hook(sup, name, h, limit)
-                                              for h in phase.hooks))
+            outcomes = await asyncio.gather(*(self._run_hook(name, h, limit) for h in hooks))
         else:
             outcomes = []
-            for hook in phase.hooks:
-                if name == "notify" and self._exited.is_set():
+            for hook in hooks:
+                if state is State.NOTIFY and self._exited.is_set():
                     break  # nobody left to notify: on to deregister
-                outcomes.append(await self._run_hook(sup, name, hook, limit))
+                outcomes.append(await self._run_hook(name, hook, limit))
                 if outcomes[-1] != "ok" and hook.on_failure == "stop":
                     break
-        failed = [h.name for h, o in zip(phase.hooks, outcomes, strict=False) if o != "ok"]
-        stoppers = [h.name for h, o in zip(phase.hooks, outcomes, strict=False)
+        failed = [h.name for h, o in zip(hooks, outcomes, strict=False) if o != "ok"]
+        stoppers = [h.name for h, o in zip(hooks, outcomes, strict=False)
                     if o != "ok" and h.on_failure == "stop"]
         if failed:
-            sup.timeline.end("hook failed", failed=",".join(failed))
+            self.lifecycle.note(failed=",".join(failed))
+            self._reason = "hook failed"
         else:
-            sup.timeline.end("done")
+            self._reason = "done"
         if stoppers:
             raise _SkipToStop(f"hook {stoppers[0]} failed (on_failure = stop)")
 
-    async def _run_hook(self, sup: Supervisor, phase: str, hook: Hook, limit: float) -> str:
+    async def _run_hook(self, phase: str, hook: Hook, limit: float) -> str:
         loop = asyncio.get_running_loop()
         started = loop.time()
         # A little slack over the hook's own worst case, so that a sleep hook
@@ -134,7 +169,7 @@ class Pipeline:
             outcome, detail = "timeout", "no time left in the phase"
         else:
             try:
-                detail = await asyncio.wait_for(runner(hook)(hook, sup), timeout)
+                detail = await asyncio.wait_for(runner(hook)(hook, self.service), timeout)
             except (TimeoutError, HookTimedOut) as exc:
                 outcome, detail = "timeout", str(exc) or f"no result within {timeout:.3g}s"
             except GracerunError as exc:
@@ -142,9 +177,10 @@ class Pipeline:
             except Exception as exc:  # whatever a hook raises, the sequence goes on
                 outcome, detail = "failed", f"{type(exc).__name__}: {exc}"
         duration = loop.time() - started
-        sup.timeline.hook(HookRecord(phase=phase, name=hook.name, kind=hook.kind,
-                                     start=started - (sup.timeline.started_at or started),
-                                     duration=duration, outcome=outcome, detail=detail))
+        timeline = self.sup.timeline
+        self.lifecycle.hook(HookRecord(phase=phase, name=hook.name, kind=hook.kind,
+                                       start=started - (timeline.started_at or started),
+                                       duration=duration, outcome=outcome, detail=detail))
         level = logging.INFO if outcome == "ok" else logging.WARNING
         event(level, "hook", phase=phase, hook=hook.name, kind=hook.kind, outcome=outcome,
               duration=duration, detail=detail)
@@ -161,19 +197,22 @@ class Pipeline:
                 pass
         return self._exited.is_set()
 
-    async def _propagate(self, sup: Supervisor, cfg: PropagateConfig, deadline: float) -> None:
+    async def _propagate(self, cfg: PropagateConfig, deadline: float) -> None:
         loop = asyncio.get_running_loop()
-        sup.timeline.begin("propagate")
+        self._enter(State.PROPAGATE)
         start = loop.time()
         if cfg.sleep is not None:
             end = min(start + cfg.sleep, deadline)
             exited = await self._pause(end - start)
-            reason = "service exited" if exited else (
+            self._reason = "service exited" if exited else (
                 "slept" if end == start + cfg.sleep else "deadline")
-            sup.timeline.end(reason)
             return
         probe = cfg.probe or (self.plan.drain.probe if self.plan.drain else None)
         assert probe is not None  # config validation guarantees a probe
+        check = propagation(probe, self.service)
+        if check is not None:
+            await self._propagate_until(check, cfg, start, deadline)
+            return
         counter = TrafficCounter(probe)
         hard_end = min(start + cfg.max, deadline)
         last_value: float | None = None
@@ -203,16 +242,45 @@ class Pipeline:
             if await self._pause(min(cfg.interval, hard_end - now)):
                 reason = "service exited"
                 break
-        sup.timeline.end(reason, quiet_for=loop.time() - last_change)
+        self.lifecycle.note(quiet_for=loop.time() - last_change)
+        self._reason = reason
 
-    async def _drain(self, sup: Supervisor, cfg: DrainConfig, deadline: float) -> None:
+    async def _propagate_until(self, check: Callable[[], Awaitable[bool]],
+                               cfg: PropagateConfig, start: float, deadline: float) -> None:
+        """Propagate on a probe that can tell when the world has noticed (kubernetes)."""
+        loop = asyncio.get_running_loop()
+        hard_end = min(start + cfg.max, deadline)
+        reason, noticed_at, warned = "max reached", None, False
+        for _ in range(_MAX_POLLS):
+            if noticed_at is None:
+                answer, error = await _read_bool(check, hard_end)
+                if error and not warned:
+                    event(logging.WARNING, "propagate probe failed; retrying", error=error)
+                    warned = True
+                if answer:
+                    noticed_at = loop.time()
+                    self.lifecycle.note(noticed_after=noticed_at - start)
+            now = loop.time()
+            if noticed_at is not None and now - start >= cfg.min:
+                reason = "noticed"
+                break
+            if now >= hard_end:
+                reason = "deadline" if deadline < start + cfg.max else "max reached"
+                break
+            wait = cfg.interval if noticed_at is None else start + cfg.min - now
+            if await self._pause(min(wait, hard_end - now)):
+                reason = "service exited"
+                break
+        self._reason = reason
+
+    async def _drain(self, cfg: DrainConfig, deadline: float) -> None:
         if cfg.probe is None:
             return
         loop = asyncio.get_running_loop()
-        sup.timeline.begin("drain")
+        self._enter(State.DRAIN)
         start = loop.time()
         end = min(start + cfg.timeout, deadline)
-        reader = InFlight(cfg.probe, sup)
+        reader = InFlight(cfg.probe, self.service)
         reason, value, warned = "timeout", None, False
         for _ in range(_MAX_POLLS):
             if loop.time() >= end:
@@ -223,14 +291,26 @@ class Pipeline:
                 event(logging.WARNING, "drain probe failed; retrying", error=error)
                 warned = True
             if value is not None:
-                sup.timeline.probe("drain", value)
+                self.lifecycle.probe("drain", value)
                 if value <= 0:
                     reason = "drained"
                     break
             if await self._pause(min(cfg.interval, max(0.0, end - loop.time()))):
                 reason = "service exited"
                 break
-        sup.timeline.end(reason, inflight=value if value is not None else -1)
+        self.lifecycle.note(inflight=value if value is not None else -1)
+        self._reason = reason
+
+
+async def _read_bool(read: Callable[[], Awaitable[bool]], until: float) -> tuple[bool, str]:
+    """One yes/no reading bounded by `until`: (answer, "") or (False, why)."""
+    remaining = max(0.001, until - asyncio.get_running_loop().time())
+    try:
+        return bool(await asyncio.wait_for(read(), remaining)), ""
+    except (ProbeError, TimeoutError) as exc:
+        return False, str(exc) or f"no reading within {remaining:.3g}s"
+    except Exception as exc:  # a probe bug reads as "not yet", never stops the phase
+        return False, f"{type(exc).__name__}: {exc}"
 
 
 async def _read(read: Callable[[], Awaitable[float]], until: float) -> tuple[float | None, str]:

@@ -55,7 +55,7 @@ def _registry(sup: Supervisor) -> CollectorRegistry:
 
     from gracerun.observe import metrics
     registry = CollectorRegistry()
-    metrics.Metrics(registry, sup.timeline, sup.cfg.plan).attach(sup)
+    metrics.Metrics(registry, sup.lifecycle, sup.cfg.plan, sup.service).attach(sup)
     if sup.cfg.state.file is not None:
         from gracerun.observe import state
         previous = state.read_previous(sup.cfg.state.file)
@@ -70,7 +70,7 @@ def _finish(sup: Supervisor, registry: CollectorRegistry | None) -> None:
     cfg = sup.cfg.state
     timeline: Timeline = sup.timeline
     if cfg.file is not None:
-        state.save(cfg.file, timeline, sup.service_code)
+        state.save(cfg.file, timeline, sup.service.exit_code)
     if registry is None:
         return
     if cfg.textfile is not None:

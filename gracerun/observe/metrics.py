@@ -1,11 +1,10 @@
 """Prometheus collectors for gracerun, on one registry passed in.
 
-Everything here is fed by events, never by polling: the timeline's listeners
-(shutdown-start, phase-start, phase-end, hook, probe, shutdown-end) and the
-supervisor's observers (forwarded signals, the service's exit, reaped
-orphans).  Values that change with time alone (budget remaining, the length
-of the phase in progress) are computed when scraped, from the timeline, so
-nothing needs to wake up to keep them fresh.
+The current phase, the budget left and the service's exit code are read at
+scrape time from the lifecycle and the service handle (never copied here);
+counters and histograms are fed by events: the lifecycle's (transitions,
+hook runs, probe readings) and the supervisor's observers (forwarded
+signals, reaped orphans).  Nothing needs to wake up to keep them fresh.
 
 Why a per-phase gauge *and* a histogram: the gauge shows one shutdown (the
 one in progress, growing as it runs); the histogram is the shape Prometheus
@@ -31,12 +30,20 @@ from prometheus_client.registry import Collector
 from gracerun import __version__
 from gracerun.config.plan import Plan
 from gracerun.core import signals
-from gracerun.core.timeline import HookRecord, PhaseRecord, Timeline
+from gracerun.core.lifecycle import Event, Lifecycle, State, Transition
+from gracerun.core.service import Service
+from gracerun.core.timeline import HookRecord, Timeline
 
 if TYPE_CHECKING:
     from gracerun.core.supervisor import Supervisor
 
-PHASES = ("running", "notify", "deregister", "propagate", "drain", "stop", "kill", "done")
+PHASES = ("starting", "register", "running", "notify", "deregister", "propagate", "drain",
+          "stop", "kill", "done")
+
+
+def phase_label(state: State) -> str:
+    """The `phase` label of a state; READY shows as "running", as it always has."""
+    return "running" if state is State.READY else state.label
 HOOK_OUTCOMES = ("ok", "failed", "timeout")
 # Phases last from milliseconds (a notify signal) to minutes (a long drain).
 PHASE_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0,
@@ -46,19 +53,19 @@ PHASE_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0, 60
 class ShutdownCollector(Collector):
     """Metrics read from the timeline at scrape time."""
 
-    def __init__(self, timeline: Timeline) -> None:
-        self.timeline = timeline
-        self.phase = "running"  # the current phase, as the events last reported it
-        self.service_exit_code: int | None = None
+    def __init__(self, lifecycle: Lifecycle, service: Service | None = None) -> None:
+        self.lifecycle = lifecycle
+        self.timeline = lifecycle.timeline
+        self.service = service
 
     def collect(self) -> Iterable[Metric]:
         tl = self.timeline
         phase = GaugeMetricFamily("gracerun_shutdown_phase",
                                   "The phase gracerun is in: 1 for the current one.",
                                   labels=["phase"])
-        names = PHASES if self.phase in PHASES else (*PHASES, self.phase)
-        for name in names:
-            phase.add_metric([name], 1.0 if name == self.phase else 0.0)
+        current = phase_label(self.lifecycle.state)
+        for name in PHASES:
+            phase.add_metric([name], 1.0 if name == current else 0.0)
         yield phase
 
         in_progress = tl.started_at is not None and tl.exit_code is None
@@ -83,11 +90,11 @@ class ShutdownCollector(Collector):
             seconds.add_metric([name], value)
         yield seconds
 
-        if self.service_exit_code is not None:
+        code = self.service.exit_code if self.service is not None else None
+        if code is not None:
             yield GaugeMetricFamily("gracerun_service_exit_code",
                                     "The service's exit code as a shell shows it (128+N for "
-                                    "signal N); absent while it runs.",
-                                    value=float(self.service_exit_code))
+                                    "signal N); absent while it runs.", value=float(code))
 
 
 def phase_durations(tl: Timeline) -> dict[str, float]:
@@ -103,10 +110,10 @@ def phase_durations(tl: Timeline) -> dict[str, float]:
 class Metrics:
     """gracerun's collectors, and the listeners that feed them."""
 
-    def __init__(self, registry: CollectorRegistry, timeline: Timeline,
-                 plan: Plan | None = None) -> None:
+    def __init__(self, registry: CollectorRegistry, lifecycle: Lifecycle,
+                 plan: Plan | None = None, service: Service | None = None) -> None:
         self.registry = registry
-        self.shutdown = ShutdownCollector(timeline)
+        self.shutdown = ShutdownCollector(lifecycle, service)
         registry.register(self.shutdown)
         self.phase_duration = Histogram(
             "gracerun_shutdown_phase_duration_seconds",
@@ -147,45 +154,29 @@ class Metrics:
                     self.hook_runs.labels(hook.name, phase_name, outcome)
 
     def attach(self, sup: Supervisor) -> None:
-        """Listen to the supervisor, its timeline and its reaper."""
-        sup.timeline.listeners.append(self.on_event)
+        """Listen to the supervisor's lifecycle, its forwarded signals and its reaper."""
+        sup.lifecycle.subscribe(self.on_event)
         sup.on_forward.append(self.on_forward)
-        sup.on_service_exit.append(self.on_service_exit)
         sup.reaper.on_orphan(self.on_orphan)
 
     # ------------------------------------------------------------ listeners
 
-    def on_event(self, event: str, record: Any) -> None:
-        """A timeline event; see the module docstring for the list."""
-        if event == "phase-start" and isinstance(record, PhaseRecord):
-            self.shutdown.phase = record.name
-            if record.name == "kill":
+    def on_event(self, event: Event) -> None:
+        """A lifecycle event: a transition, a hook run or a probe reading."""
+        if isinstance(event, Transition):
+            if event.state is State.KILL:
                 self.sigkill_escalations.inc()
-        elif event == "phase-end" and isinstance(record, PhaseRecord):
-            if record.duration is not None:
-                self.phase_duration.labels(record.name).observe(record.duration)
-        elif event == "hook" and isinstance(record, HookRecord):
-            self.hook_duration.labels(record.name, record.phase).set(record.duration)
-            self.hook_runs.labels(record.name, record.phase, record.outcome).inc()
-        elif event == "probe":
-            self._on_probe(record)
-        elif event == "shutdown-end":
-            self.shutdown.phase = "done"
-
-    def _on_probe(self, record: Any) -> None:
-        """("probe", {"phase": "drain", "value": 3}): a dict or an object with those fields."""
-        if isinstance(record, Mapping):
-            phase, value = record.get("phase"), record.get("value")
-        else:
-            phase, value = getattr(record, "phase", None), getattr(record, "value", None)
-        if phase == "drain" and isinstance(value, int | float) and not isinstance(value, bool):
-            self.drain_inflight.set(value)
+            ended = event.ended
+            if ended is not None and ended.duration is not None:
+                self.phase_duration.labels(ended.name).observe(ended.duration)
+        elif isinstance(event, HookRecord):
+            self.hook_duration.labels(event.name, event.phase).set(event.duration)
+            self.hook_runs.labels(event.name, event.phase, event.outcome).inc()
+        elif event.phase == "drain":
+            self.drain_inflight.set(event.value)
 
     def on_forward(self, signum: int) -> None:
         self.signals_forwarded.labels(signals.name(signum)).inc()
-
-    def on_service_exit(self, code: int) -> None:
-        self.shutdown.service_exit_code = code
 
     def on_orphan(self, pid: int, code: int) -> None:
         self.zombies_reaped.inc()

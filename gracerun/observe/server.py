@@ -27,8 +27,8 @@ connection we close would then churn the table so fast that a probe's own
 connection could be the oldest before its request is read.)
 
 /ready exists so that the load balancer stops sending work *before* the
-service is told to stop: readiness turns 503 on the shutdown-start event,
-which the timeline emits before any phase (and so before any signal) runs.
+service is told to stop: it reads the lifecycle's state, which leaves READY
+at the shutdown's trigger, before any phase (and so before any signal) runs.
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ import os
 import re
 from typing import TYPE_CHECKING, Any
 
-from gracerun.config.plan import HttpProbe, Probe, TcpProbe
+from gracerun.config.plan import Probe
+from gracerun.core.lifecycle import Event, State, Transition
 from gracerun.core.log import event
 from gracerun.errors import UsageError
 
@@ -86,13 +87,12 @@ class Server:
         self.registry = registry
         self.probe: Probe | None = sup.cfg.server.ready_probe
         self.gate_passed = self.probe is None
-        self.shutting_down = False
         # Insertion-ordered: the first is the oldest (see _Connection.connection_made).
         self.connections: dict[_Connection, None] = {}
         self.max_connections = connection_limit()
         self._server: Any = None
         self._gate_task: asyncio.Task[None] | None = None
-        sup.timeline.listeners.append(self._on_timeline)
+        sup.lifecycle.subscribe(self._on_event)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -128,20 +128,22 @@ class Server:
 
     @property
     def ready(self) -> bool:
+        """READY in the lifecycle, the service running, and the ready probe passed once."""
         sup = self.sup
-        return (self.gate_passed and not self.shutting_down and sup.service_pid is not None
-                and sup.service_code is None)
+        return (sup.lifecycle.state is State.READY and sup.service.running
+                and self.gate_passed)
 
-    def _on_timeline(self, name: str, record: Any) -> None:
-        if name == "shutdown-start":
-            self.shutting_down = True
-            if self._gate_task is not None:
-                self._gate_task.cancel()
+    def _on_event(self, event: Event) -> None:
+        if isinstance(event, Transition) and event.state >= State.NOTIFY \
+                and self._gate_task is not None:
+            self._gate_task.cancel()
 
     async def _gate(self, probe: Probe) -> None:
         """Poll the ready probe until it passes once; nothing wakes up after that."""
         interval = self.sup.cfg.server.ready_interval
-        while not await _passes(probe):
+        from gracerun.lifecycle.probes import passes
+
+        while not await passes(probe):
             await asyncio.sleep(interval)
         self.gate_passed = True
         event(logging.DEBUG, "ready probe passed", probe=probe.kind)
@@ -169,26 +171,6 @@ class Server:
             event(logging.WARNING, "cannot render metrics", error=repr(exc))
             return _response(method, 500, b"cannot render metrics\n")
         return _response(method, 200, body, content_type)
-
-
-async def _passes(probe: Probe) -> bool:
-    """The ready gate: a tcp probe passes when it connects, an http one on an ok status."""
-    if isinstance(probe, TcpProbe):
-        try:
-            _, writer = await asyncio.wait_for(asyncio.open_connection(probe.host, probe.port),
-                                               probe.timeout)
-        except (OSError, TimeoutError):
-            return False
-        writer.close()
-        return True
-    if isinstance(probe, HttpProbe):
-        from gracerun.clients import http as httpclient
-        try:
-            resp = await httpclient.request("GET", probe.url, timeout=probe.timeout)
-        except (httpclient.HttpError, OSError):
-            return False
-        return resp.status in probe.ok_status
-    return True  # config.py admits only tcp and http here
 
 
 def _response(method: str, status: int, body: bytes,

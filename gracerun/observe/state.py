@@ -159,15 +159,25 @@ def _checked(data: Any) -> dict[str, Any]:
     out["killed"] = data["killed"]
     out["phases"] = [_phase(p) for p in _objects(data, "phases")]
     out["hooks"] = [_hook(h) for h in _objects(data, "hooks")]
+    startup = data.get("startup")
+    if startup is not None:  # the start-up's record, from gracerun versions that keep one
+        if not isinstance(startup, dict):
+            raise StateFileError("expected an object in 'startup'")
+        out["startup"] = {
+            "ready_after": _number(startup, "ready_after", 0.0, MAX_SECONDS, optional=True,
+                                   where="startup"),
+            "phases": [_phase(p) for p in _objects(startup, "phases", "startup.phases")],
+            "hooks": [_hook(h) for h in _objects(startup, "hooks", "startup.hooks")]}
     return out
 
 
-def _objects(data: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
+def _objects(data: Mapping[str, Any], key: str, name: str = "") -> list[Mapping[str, Any]]:
     items = data.get(key)
+    name = name or key
     if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
-        raise StateFileError(f"expected a list of objects in {key!r}")
+        raise StateFileError(f"expected a list of objects in {name!r}")
     if len(items) > MAX_ITEMS:
-        raise StateFileError(f"expected at most {MAX_ITEMS} entries in {key!r}")
+        raise StateFileError(f"expected at most {MAX_ITEMS} entries in {name!r}")
     return items
 
 

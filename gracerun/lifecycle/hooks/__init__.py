@@ -1,10 +1,14 @@
 """Hooks: one module per kind behind one small protocol.
 
-    async def run(hook, ctx) -> str      # a short detail for the log on success
+    async def run(hook, service) -> str   # a short detail for the log on success
 
-A hook raises HookFailed (or any GracerunError) when it did not do its job;
-the caller (shutdown.run_hook) enforces the timeout by cancelling the task, so
-each kind must clean up on CancelledError (kill its process, close its socket).
+`service` is the small handle of core/service.py (pid, running, signal,
+reaper), never the supervisor.  A hook raises HookFailed (or any
+GracerunError) when it did not do its job; the caller (Pipeline._run_hook in
+shutdown.py) enforces the timeout by cancelling the task, so each kind must
+clean up on CancelledError (kill its process, close its socket).
+
+KINDS names the module of each kind: a new kind is one new file plus one line.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from gracerun.errors import GracerunError
 
 if TYPE_CHECKING:
     from gracerun.config.plan import Hook
-    from gracerun.core.supervisor import Supervisor
+    from gracerun.core.service import Service
 
 
 class HookFailed(GracerunError):
@@ -27,12 +31,20 @@ class HookTimedOut(HookFailed):
     """The hook's own timeout ran out (e.g. every HTTP attempt timed out)."""
 
 
-def runner(hook: Hook) -> Callable[[Any, Supervisor], Awaitable[str]]:
-    """The run() coroutine function for this hook's kind."""
-    from gracerun.lifecycle.hooks import exec as exec_hook
-    from gracerun.lifecycle.hooks import haproxy, http, signal, sleep
+# kind -> module in this package (imported when a hook of that kind runs)
+KINDS = {
+    "exec": "exec",
+    "http": "http",
+    "sleep": "sleep",
+    "signal": "signal",
+    "haproxy": "haproxy",
+}
 
-    kinds: dict[str, Callable[[Any, Supervisor], Awaitable[str]]] = {
-        "exec": exec_hook.run, "http": http.run, "sleep": sleep.run, "signal": signal.run,
-        "haproxy": haproxy.run}
-    return kinds[hook.kind]
+
+def runner(hook: Hook) -> Callable[[Any, Service], Awaitable[str]]:
+    """The run() coroutine function for this hook's kind."""
+    import importlib
+
+    run: Callable[[Any, Service], Awaitable[str]] = importlib.import_module(
+        f"{__name__}.{KINDS[hook.kind]}").run
+    return run

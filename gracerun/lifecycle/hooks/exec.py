@@ -1,8 +1,8 @@
 """exec: run a command; its output goes to gracerun's log, line by line.
 
-The command is spawned through spawn.py (own process group, clean signals)
-and its exit status comes from the supervisor's single reaper, never from a
-waitpid of our own.  On timeout or cancellation its whole group is killed.
+The command is spawned through core/spawn.py's Child (own process group,
+clean signals) and its exit status comes from the run's single reaper, never
+from a waitpid of our own.  On timeout or cancellation its whole group is killed.
 """
 
 from __future__ import annotations
@@ -10,12 +10,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
 
 from gracerun.config.plan import ExecHook
 from gracerun.core.log import event
-from gracerun.core.spawn import Redirect, spawn
-from gracerun.core.supervisor import Supervisor
+from gracerun.core.service import Service
+from gracerun.core.spawn import Child, Redirect
 from gracerun.lifecycle.hooks import HookFailed
 from gracerun.observe import redact
 
@@ -49,35 +48,24 @@ async def _pump_output(fd: int, hook_name: str) -> None:
         transport.close()
 
 
-async def run(hook: ExecHook, sup: Supervisor) -> str:
-    loop = asyncio.get_running_loop()
+async def run(hook: ExecHook, service: Service) -> str:
     out_r, out_w = os.pipe2(os.O_CLOEXEC)
     devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
     env = {**os.environ, **hook.env}
     try:
-        pid = spawn(hook.command, env=env, cwd=hook.cwd,
-                    redirect=Redirect(stdin=devnull, stdout=out_w, stderr=out_w))
+        child = Child.start(hook.command, service.reaper, asyncio.get_running_loop(), env=env,
+                            cwd=hook.cwd,
+                            redirect=Redirect(stdin=devnull, stdout=out_w, stderr=out_w))
     except Exception:
         os.close(out_r)
         raise
     finally:
         os.close(out_w)
         os.close(devnull)
-    exited: asyncio.Future[int] = loop.create_future()
-
-    def on_exit(_pid: int, code: int) -> None:
-        if not exited.done():
-            exited.set_result(code)
-
-    sup.reaper.watch(pid, on_exit)
     pump = asyncio.ensure_future(_pump_output(out_r, hook.name))
     try:
-        code = await asyncio.shield(exited)
+        code = await child.wait()  # kills the child's group when the hook is cancelled
     except asyncio.CancelledError:
-        try:
-            os.killpg(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         pump.cancel()
         raise
     await asyncio.wait([pump], timeout=1.0)  # output of a child that left the pipe open

@@ -1,6 +1,7 @@
-"""haproxy: take this instance out of an HAProxy backend through the Runtime API.
+"""haproxy: take this instance out of an HAProxy backend, and put it back.
 
-    set server BACKEND/SERVER state drain|maint
+    shutdown   set server BACKEND/SERVER state drain|maint
+    start-up   set server BACKEND/SERVER state ready      (restore)
 
 then read `show stat` until the server's status shows it took effect.  HAProxy applies
 a state change at its next scheduler pass, not inside the command, so the status is
@@ -12,10 +13,11 @@ stops persistent (stick / cookie) traffic.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from gracerun.clients import haproxy
 from gracerun.config.plan import HaproxyHook
-from gracerun.core.supervisor import Supervisor
+from gracerun.core.service import Service
 from gracerun.lifecycle.hooks import HookFailed, HookTimedOut
 
 _POLL = 0.02
@@ -34,7 +36,26 @@ def took_effect(state: str, status: str) -> bool:
     return not status.startswith(("UP", "no check"))
 
 
-async def run(hook: HaproxyHook, sup: Supervisor) -> str:
+def put_back(status: str) -> bool:
+    """Does `show stat`'s status say the admin state is back to ready?
+
+    "MAINT" and "DRAIN" are admin states; anything else (UP, DOWN from a failing
+    health check, NOLB, no check) means HAProxy would send traffic once healthy.
+    """
+    return not status.startswith(("MAINT", "DRAIN"))
+
+
+async def run(hook: HaproxyHook, service: Service) -> str:
+    """Take the server out: drain or maint, verified by `show stat`."""
+    return await _set(hook, hook.state, lambda status: took_effect(hook.state, status))
+
+
+async def restore(hook: HaproxyHook, service: Service) -> str:
+    """Put the server back: state ready, verified by `show stat`."""
+    return await _set(hook, "ready", put_back)
+
+
+async def _set(hook: HaproxyHook, state: str, done: Callable[[str], bool]) -> str:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + hook.timeout
     where = f"{hook.backend}/{hook.server}"
@@ -47,15 +68,14 @@ async def run(hook: HaproxyHook, sup: Supervisor) -> str:
 
     try:
         before = await haproxy.server_stats(hook.target, hook.backend, hook.server, left())
-        await haproxy.set_server_state(hook.target, hook.backend, hook.server, hook.state,
-                                       left())
+        await haproxy.set_server_state(hook.target, hook.backend, hook.server, state, left())
         while True:
             now = await haproxy.server_stats(hook.target, hook.backend, hook.server, left())
-            if took_effect(hook.state, now.status):
+            if done(now.status):
                 break
             if deadline - loop.time() <= _POLL:
                 raise HookFailed(f"haproxy {hook.target}: {where} still {now.status} after "
-                                 f"'set server {where} state {hook.state}'")
+                                 f"'set server {where} state {state}'")
             await asyncio.sleep(_POLL)
     except haproxy.HaproxyTimeout:
         raise HookTimedOut(f"haproxy {hook.target}: timed out after {hook.timeout:g}s") \

@@ -6,7 +6,7 @@ import asyncio
 
 from gracerun.clients import http as httpclient
 from gracerun.config.plan import HttpHook
-from gracerun.core.supervisor import Supervisor
+from gracerun.core.service import Service
 from gracerun.lifecycle.hooks import HookFailed, HookTimedOut
 from gracerun.observe import redact
 
@@ -15,7 +15,7 @@ def _accepted(hook: HttpHook, status: int) -> bool:
     return status in hook.expect_status if hook.expect_status else 200 <= status < 300
 
 
-async def run(hook: HttpHook, sup: Supervisor) -> str:
+async def run(hook: HttpHook, service: Service) -> str:
     """Each attempt gets the hook's timeout; the caller bounds the whole run."""
     last, timed_out = "", False
     for attempt in range(hook.retries + 1):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 
 from gracerun.config.plan import SleepHook
-from gracerun.core.supervisor import Supervisor
+from gracerun.core.service import Service
 
 
-async def run(hook: SleepHook, sup: Supervisor) -> str:
+async def run(hook: SleepHook, service: Service) -> str:
     await asyncio.sleep(hook.duration)
     return f"slept {hook.duration:g}s"

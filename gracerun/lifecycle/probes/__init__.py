@@ -20,60 +20,63 @@ haproxy      the server's row of HAProxy's `show stat`, from the load balancer
              this server, or queued for it), propagate reads stot (every
              session it ever sent here), so "quiet" means the LB stopped sending.
 
-A probe that fails to read raises ProbeError; the phases treat a failed read
-as "not yet" and keep polling until their deadline.
+One module per kind, each offering what its kind can measure, any of:
+
+    async def in_flight(probe, service) -> float     drain
+    def traffic(probe) -> Callable[[], Awaitable[float]]   propagate (a counter; may keep state)
+    async def ready(probe) -> bool                   a readiness gate (/ready, start-up)
+    async def propagated(probe, service) -> bool     propagate ends when true (kubernetes)
+
+and KINDS below names the module for each kind: a new kind is one new file
+plus one line there.  A probe that fails to read raises ProbeError; the phases
+treat a failed read as "not yet" and keep polling until their deadline.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
-import re
+import importlib
+from collections.abc import Awaitable, Callable
+from types import ModuleType
 
-from gracerun.clients import haproxy, sockdiag
-from gracerun.clients import http as httpclient
-from gracerun.config.plan import (
-    ConnectionsProbe,
-    ExecProbe,
-    HaproxyProbe,
-    HttpProbe,
-    Probe,
-    TcpProbe,
-)
-from gracerun.core.supervisor import Supervisor
+from gracerun.config.plan import Probe
+from gracerun.core.service import Service
 from gracerun.errors import GracerunError
-from gracerun.observe import redact
 
-_NUMBER = re.compile(rb"-?\d+(?:\.\d+)?")
+# kind -> module in this package (imported when a probe of that kind is used)
+KINDS = {
+    "connections": "connections",
+    "http": "http",
+    "exec": "exec",
+    "tcp": "tcp",
+    "haproxy": "haproxy",
+    "kubernetes": "kubernetes",
+}
 
 
 class ProbeError(GracerunError):
     """The probe could not produce a reading."""
 
 
+def _module(probe: Probe) -> ModuleType:
+    try:
+        name = KINDS[probe.kind]
+    except KeyError:
+        raise ProbeError(f"unknown probe type {probe.kind!r}") from None
+    return importlib.import_module(f"{__name__}.{name}")
+
+
 class InFlight:
     """Drain reading: how much work is still in flight."""
 
-    def __init__(self, probe: Probe, sup: Supervisor) -> None:
+    def __init__(self, probe: Probe, service: Service) -> None:
         self.probe = probe
-        self.sup = sup
+        self.service = service
+        self._read = getattr(_module(probe), "in_flight", None)
 
     async def read(self) -> float:
-        probe = self.probe
-        if isinstance(probe, ConnectionsProbe):
-            socks = await _tcp_sockets(probe.ports)
-            idle_ms = int(probe.idle * 1000)
-            return float(sum(1 for s in socks if sockdiag.is_busy(s, idle_ms)))
-        if isinstance(probe, HttpProbe):
-            return await read_http(probe)
-        if isinstance(probe, ExecProbe):
-            return await read_exec(probe, self.sup)
-        if isinstance(probe, TcpProbe):
-            return await read_tcp(probe)
-        if isinstance(probe, HaproxyProbe):
-            stats = await read_haproxy(probe)
-            return float(stats.scur + stats.qcur)
-        raise ProbeError(f"probe type {probe.kind!r} cannot measure in-flight work")
+        if self._read is None:
+            raise ProbeError(f"probe type {self.probe.kind!r} cannot measure in-flight work")
+        return float(await self._read(self.probe, self.service))
 
 
 class TrafficCounter:
@@ -81,90 +84,30 @@ class TrafficCounter:
 
     def __init__(self, probe: Probe) -> None:
         self.probe = probe
-        self._seen: set[int] = set()
-        self._new = 0
+        factory = getattr(_module(probe), "traffic", None)
+        self._read: Callable[[], Awaitable[float]] | None = (
+            factory(probe) if factory is not None else None)
 
     async def read(self) -> float:
-        probe = self.probe
-        if isinstance(probe, ConnectionsProbe):
-            socks = await _tcp_sockets(probe.ports, (sockdiag.TcpState.ESTABLISHED,))
-            fresh = {s.cookie for s in socks} - self._seen
-            self._seen |= fresh
-            self._new += len(fresh)
-            return float(self._new)
-        if isinstance(probe, HttpProbe):
-            return await read_http(probe)
-        if isinstance(probe, HaproxyProbe):
-            return float((await read_haproxy(probe)).stot)
-        raise ProbeError(f"probe type {probe.kind!r} cannot count new traffic")
+        if self._read is None:
+            raise ProbeError(f"probe type {self.probe.kind!r} cannot count new traffic")
+        return float(await self._read())
 
 
-async def _tcp_sockets(ports: tuple[int, ...], states: tuple[int, ...] = ()
-                       ) -> list[sockdiag.TcpSocket]:
+def propagation(probe: Probe, service: Service) -> Callable[[], Awaitable[bool]] | None:
+    """The kind's own "has the world noticed?" check, or None (then a traffic counter)."""
+    check = getattr(_module(probe), "propagated", None)
+    if check is None:
+        return None
+    return lambda: check(probe, service)
+
+
+async def passes(probe: Probe) -> bool:
+    """A readiness gate: does `probe` say the service is ready?  Never raises ProbeError."""
+    check = getattr(_module(probe), "ready", None)
+    if check is None:
+        raise ProbeError(f"probe type {probe.kind!r} cannot gate readiness")
     try:
-        # Two netlink dumps (IPv4, IPv6): about 0.7 ms, cheap enough to run inline.
-        if states:
-            return sockdiag.tcp_sockets(ports, states=states)
-        return sockdiag.tcp_sockets(ports)
-    except sockdiag.SockDiagError as exc:
-        raise ProbeError(str(exc)) from None
-
-
-async def read_http(probe: HttpProbe) -> float:
-    try:
-        resp = await httpclient.request("GET", probe.url, timeout=probe.timeout)
-    except httpclient.HttpError as exc:
-        raise ProbeError(str(exc)) from None
-    if probe.value == "status":
-        return 0.0 if resp.status in probe.ok_status else 1.0
-    if resp.status not in probe.ok_status:
-        raise ProbeError(f"GET {redact.url(probe.url)}: status {resp.status}")
-    if probe.field:
-        try:
-            value = json.loads(resp.body)[probe.field]
-            return float(value)
-        except (ValueError, KeyError, TypeError, OverflowError):
-            raise ProbeError(f"GET {redact.url(probe.url)}: no number in JSON field "
-                             f"{probe.field!r}") from None
-    m = _NUMBER.search(resp.body[:4096])
-    if m is None:
-        raise ProbeError(f"GET {redact.url(probe.url)}: expected a number in the body")
-    try:
-        return float(m.group())
-    except OverflowError:
-        raise ProbeError(f"GET {redact.url(probe.url)}: number out of range") from None
-
-
-async def read_exec(probe: ExecProbe, sup: Supervisor) -> float:
-    from gracerun.config.plan import ExecHook
-    from gracerun.lifecycle.hooks import HookFailed
-    from gracerun.lifecycle.hooks.exec import run
-
-    hook = ExecHook(name="probe", command=probe.command, timeout=probe.timeout)
-    try:
-        await asyncio.wait_for(run(hook, sup), probe.timeout)
-    except HookFailed:
-        return 1.0
-    except TimeoutError:
-        raise ProbeError(f"{probe.command[0]}: no answer within {probe.timeout:g}s") from None
-    except GracerunError as exc:
-        raise ProbeError(str(exc)) from None
-    return 0.0
-
-
-async def read_haproxy(probe: HaproxyProbe) -> haproxy.ServerStats:
-    try:
-        return await haproxy.server_stats(probe.target, probe.backend, probe.server,
-                                          probe.timeout)
-    except haproxy.HaproxyError as exc:
-        raise ProbeError(str(exc)) from None
-
-
-async def read_tcp(probe: TcpProbe) -> float:
-    try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(probe.host, probe.port),
-                                           probe.timeout)
-    except (OSError, TimeoutError):
-        return 1.0
-    writer.close()
-    return 0.0
+        return bool(await check(probe))
+    except ProbeError:
+        return False

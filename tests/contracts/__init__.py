@@ -1,0 +1,1 @@
+"""Contract servers: local stand-ins for systems that cannot run here, held to a named version."""
