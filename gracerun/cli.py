@@ -45,17 +45,22 @@ def _run_parser() -> argparse.ArgumentParser:
     parser.add_argument("-c", "--single-child", action="store_true",
                         help="forward to the child only: the default, accepted so that "
                              "dumb-init's -c works unchanged")
-    from gracerun.config import settings
+    from gracerun.config import settings, values
     for setting in settings.SETTINGS:
+        if not setting.flags:
+            continue
+        # argparse only collects; the value goes through the key's own parser in
+        # config.load, so a flag and a key are checked (and worded) alike.
         kwargs: dict[str, object] = {
             "dest": setting.key.replace(".", "__"),
-            "help": f"{setting.help} [{setting.key}; default: {setting.default}]",
+            "help": f"{setting.plain_help()} [{setting.key}; default: {setting.default_text()}]"
+                    .replace("%", "%%"),
             "action": setting.action,
         }
         if setting.metavar:
             kwargs["metavar"] = setting.metavar
-        if setting.choices:
-            kwargs["choices"] = setting.choices
+        if isinstance(setting.parse, values.Choice):
+            kwargs["choices"] = setting.parse.options
         if setting.action == "count":
             kwargs["default"] = None
         parser.add_argument(*setting.flags, **kwargs)  # type: ignore[arg-type]

@@ -182,6 +182,65 @@ CASES: list[tuple[str, str, tuple[str, ...]]] = [
      ('server.ready_prob: unknown key (did you mean "ready_probe"?)',)),
     ("misspelt pushgateway", '[state.pushgatway]\nurl = "http://pg:9091"\n',
      ('state.pushgatway: unknown key (did you mean "pushgateway"?)',)),
+    # ---- issue 11: tracebacks where a message belongs ----
+    ("a scalar where the propagate table belongs", "[shutdown]\npropagate = 5\n",
+     ("shutdown.propagate: expected a table, got an integer 5",)),
+    ("a scalar where the drain table belongs", "[shutdown]\ndrain = 5\n",
+     ("shutdown.drain: expected a table, got an integer 5",)),
+    ("a scalar where a probe table belongs", "[shutdown.drain]\nprobe = 5\n",
+     ("shutdown.drain.probe: expected a table, got an integer 5",)),
+    ("a scalar where a hook table belongs", "[shutdown.notify]\nhooks = [5]\n",
+     ("shutdown.notify.hooks[0]: expected a table, got an integer 5",)),
+    ("a scalar where the pushgateway table belongs", "[state]\npushgateway = 5\n",
+     ("state.pushgateway: expected a table, got an integer 5",)),
+    ("an integer of 5000 digits", f"[shutdown]\nbudget = {'9' * 5000}\n",
+     ("invalid TOML: a number too long to read",)),
+    ("listen host with a label over 63 characters",
+     f'[server]\nlisten = "{"a" * 64}.example:9102"\n',
+     ('server.listen: expected "HOST:PORT"', "labels of 1-63 characters")),
+    ("listen host of empty labels", '[server]\nlisten = "..:80"\n',
+     ('server.listen: expected "HOST:PORT"',)),
+    ("tcp probe host of empty labels", '[server]\nready_probe = { type = "tcp", '
+     'host = "a..b", port = 8080 }\n',
+     ("server.ready_probe.host: expected a host name or IP address",)),
+    # ---- issue 11: hook values that used to fail mid-shutdown ----
+    ("NUL in an exec command", '[[shutdown.notify.hooks]]\ntype = "exec"\n'
+     'command = ["/bin/echo", "a\\u0000b"]\n',
+     ("shutdown.notify.hooks[0].command: expected command arguments without NUL",)),
+    ("NUL in an exec env value", '[[shutdown.notify.hooks]]\ntype = "exec"\n'
+     'command = ["true"]\nenv = { A = "x\\u0000" }\n',
+     ("shutdown.notify.hooks[0].env: expected a value for 'A' without NUL",)),
+    ("'=' in an exec env name", '[[shutdown.notify.hooks]]\ntype = "exec"\n'
+     'command = ["true"]\nenv = { "A=B" = "x" }\n',
+     ("shutdown.notify.hooks[0].env: expected environment variable names without '='",)),
+    ("NUL in an exec cwd", '[[shutdown.notify.hooks]]\ntype = "exec"\n'
+     'command = ["true"]\ncwd = "/tmp\\u0000"\n',
+     ("shutdown.notify.hooks[0].cwd: expected a file path without NUL",)),
+    ("NUL in an exec probe command", '[shutdown.drain]\n'
+     'probe = { type = "exec", command = ["test", "\\u0000"] }\n',
+     ("shutdown.drain.probe.command: expected command arguments without NUL",)),
+    ("header name with a space", HTTP_HOOK + 'url = "http://r/x"\nheaders = { "X Token" = "a" }\n',
+     ("shutdown.deregister.hooks[0].headers: expected header names of letters",)),
+    ("header value with CR LF", HTTP_HOOK + 'url = "http://r/x"\n'
+     'headers = { X-A = "a\\r\\nInjected: 1" }\n',
+     ("shutdown.deregister.hooks[0].headers: expected a one-line value for header 'X-A'",)),
+    ("header value not latin-1", HTTP_HOOK + 'url = "http://r/x"\n'
+     'headers = { X-A = "\\u20ac" }\n',
+     ("shutdown.deregister.hooks[0].headers: expected a latin-1 value for header 'X-A'",)),
+    ("no ports at all", '[shutdown.drain]\nprobe = { type = "connections", ports = [] }\n',
+     ("shutdown.drain.probe.ports: expected at least one port",)),
+    ("no ok_status at all", '[shutdown.drain]\nprobe = { type = "http", '
+     'url = "http://127.0.0.1:1/x", ok_status = [] }\n',
+     ("shutdown.drain.probe.ok_status: expected at least one status code",)),
+    ("no expect_status at all", HTTP_HOOK + 'url = "http://r/x"\nexpect_status = []\n',
+     ("shutdown.deregister.hooks[0].expect_status: expected at least one status code",)),
+    # ---- issue 10: a trigger rewritten to 0 would leave the stop phase no signal ----
+    ("trigger rewritten to 0", '[signals.rewrite]\nTERM = "0"\n',
+     ("signals.rewrite: SIGTERM starts the shutdown and is rewritten to 0",
+      "set shutdown.stop_signal (--stop-signal)")),
+    ("preStop's SIGTERM rewritten to 0", '[shutdown]\ntriggers = ["SIGINT"]\n'
+     '[signals.rewrite]\nTERM = "0"\n',
+     ("signals.rewrite: SIGTERM stands for a shutdown started by gracerun prestop",)),
 ]
 
 # (id, makes the --config path inside a temporary directory, expected fragments)
@@ -198,6 +257,16 @@ FILE_CASES: list[tuple[str, Callable[[Path], Path], tuple[str, ...]]] = [
     ("nesting too deep", lambda d: _write(d / "deep.toml",
                                           b"a = " + b"[" * 100_000 + b"]" * 100_000 + b"\n"),
      ("invalid TOML",)),
+    # ---- issue 11: a MemoryError, a hang, 210 MB of memory ----
+    ("a character device that never ends", lambda d: Path("/dev/zero"),
+     ("/dev/zero: expected a TOML file, got a character device",)),
+    ("a FIFO", lambda d: _fifo(d / "fifo.toml"), ("fifo.toml: expected a TOML file, got a FIFO",)),
+    ("a symlink to a FIFO", lambda d: _symlink(d / "link.toml", _fifo(d / "fifo")),
+     ("link.toml: expected a TOML file, got a FIFO",)),
+    ("a unix socket", lambda d: _socket(d / "sock.toml"),
+     ("sock.toml: expected a TOML file, got a socket",)),
+    ("over 1 MiB", lambda d: _write(d / "big.toml", b"# padding\n" * 110_000),
+     ("big.toml: expected a TOML file of at most 1,048,576 bytes",)),
 ]
 
 
@@ -208,6 +277,20 @@ def _write(path: Path, data: bytes) -> Path:
 
 def _symlink(path: Path, target: Path) -> Path:
     path.symlink_to(target)
+    return path
+
+
+def _fifo(path: Path) -> Path:
+    os.mkfifo(path)
+    return path
+
+
+def _socket(path: Path) -> Path:
+    """A bound unix socket, closed again: the file stays, a socket inode."""
+    import socket
+
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(path))
     return path
 
 
@@ -386,6 +469,13 @@ FLAG_CASES: list[tuple[str, list[str], tuple[str, ...]]] = [
     ("no command", [], ("no command given",)),
     # found by these tests: an empty --config is ignored and the run goes on
     ("--config ''", ["--config", ""], ("--config",)),
+    # issue 10: the stop signal would be 0, and the service would meet SIGKILL instead
+    ("-r TERM:0", ["-r", "TERM:0"],
+     ("--rewrite: SIGTERM starts the shutdown and is rewritten to 0", "(--stop-signal)")),
+    ("--trigger INT -r TERM:0", ["--trigger", "INT", "-r", "TERM:0"],
+     ("--rewrite: SIGTERM stands for a shutdown started by gracerun prestop",)),
+    ("--listen with a long label", ["--listen", f"{'b' * 70}:9102"],
+     ('--listen: expected "HOST:PORT"',)),
 ]
 
 
@@ -412,3 +502,31 @@ def test_trigger_that_can_never_arrive_is_rejected(tmp_path: Path, sig: str) -> 
     path = tmp_path / "gracerun.toml"
     path.write_text(f'[shutdown]\ntriggers = ["{sig}"]\n')
     assert_reported(problems_of(path), ("shutdown.triggers: ", "cannot start the shutdown"))
+
+
+def test_check_reports_a_scalar_where_a_table_belongs(tmp_path: Path) -> None:
+    """Found in issue 11: `gracerun check` died with a TypeError (exit 1)."""
+    path = tmp_path / "gracerun.toml"
+    path.write_text("[shutdown]\npropagate = 5\n")
+    proc = run_gracerun("check", "--config", str(path), cwd=tmp_path)
+    assert_cli_error(proc, ("shutdown.propagate: expected a table, got an integer 5",))
+    assert proc.stdout == ""
+
+
+def test_config_read_stops_after_the_limit(tmp_path: Path) -> None:
+    """The size limit holds for files whose size fstat does not tell (/proc says 0)."""
+    status = Path("/proc/self/status")
+    assert status.stat().st_size == 0 and len(status.read_bytes()) > 64
+    with pytest.raises(ConfigError) as info:
+        config.read_bytes(str(status), limit=64)
+    assert info.value.problems == ["expected a TOML file of at most 64 bytes, got a larger one"]
+    small = _write(tmp_path / "small.toml", b"[log]\n")
+    assert config.read_bytes(str(small), limit=64) == b"[log]\n"  # the control
+
+
+def test_rewriting_a_trigger_to_0_is_fine_with_a_stop_signal(tmp_path: Path) -> None:
+    """The negative control of the issue-10 cases: with a stop signal, -r TERM:0 loads."""
+    path = _write(tmp_path / "gracerun.toml", b'[shutdown]\nstop_signal = "QUIT"\n')
+    cfg = config.load(str(path), {"signals": {"rewrite": {"TERM": "0"}}})
+    assert cfg.signals.rewrite == {15: 0}
+    assert cfg.shutdown.stop_signal_for(15, cfg.signals.rewrite) == 3

@@ -1,8 +1,10 @@
 """Property tests: whatever the input, validation returns a Config or raises ConfigError.
 
-Anything else (OverflowError, RecursionError, UnicodeEncodeError, ...) would reach
-the user as a traceback instead of a `gracerun: error:` line.  The @example cases
-are inputs these properties found or that random data rarely reaches.
+Anything else (OverflowError, RecursionError, UnicodeEncodeError, TypeError, ...)
+would reach the user as a traceback instead of a `gracerun: error:` line.  The
+data includes scalars where tables belong, huge integers, control characters, and
+files that are not regular files.  The @example cases are inputs these properties
+found or that random data rarely reaches.
 """
 
 from __future__ import annotations
@@ -10,7 +12,9 @@ from __future__ import annotations
 import datetime
 import math
 import os
+import socket
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -45,11 +49,12 @@ WORDS = ["exec", "http", "sleep", "signal", "connections", "tcp", "SIGTERM", "TE
          "GET", "put", "text", "json", "body", "status", "127.0.0.1:9102", ":0", "[::1]:80",
          "http://127.0.0.1:8080/inflight", "https://h", "http://:99999", "ftp://x",
          "${HOME}", "${GRACERUN_FUZZ_UNSET}", "${GRACERUN_FUZZ_UNSET:-8080}", "$$", "${",
-         "", " ", "\x00", "\u00b2"]
+         "", " ", "\x00", "\u00b2", "a\x00b", "a\r\nX-Injected: 1", "\x1b[31m", "X Token",
+         "\u20ac", "..:80", "a" * 64 + ".example:80", "[::1", "/tmp/\x00"]
 NUMBERS = [0, 1, -1, 8080, 65536, 2**63, -(2**63), 0.0, -0.0, 1e308, 1e-320,
            math.inf, -math.inf, math.nan]
 # Built lazily so that hypothesis's reports stay readable.
-HUGE = st.sampled_from([400, -400]).map(lambda e: 10**abs(e) * (1 if e > 0 else -1))
+HUGE = st.sampled_from([400, -400, 5000]).map(lambda e: 10**abs(e) * (1 if e > 0 else -1))
 LONG = st.just(5000).map(lambda n: "9" * n)
 
 scalars = st.one_of(
@@ -71,41 +76,52 @@ def _table(names: list[str]) -> st.SearchStrategy[dict[str, Any]]:
     return st.dictionaries(st.one_of(st.sampled_from(names), keys), toml_values, max_size=6)
 
 
+def _or_scalar(table: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """A table, or (found in issue 11) a scalar or an array where the table belongs."""
+    return st.one_of(table, scalars, st.lists(scalars, max_size=2))
+
+
+HEADERS = st.dictionaries(st.sampled_from(["X-A", "X Token", "Host", "", "\u00e9"]),
+                          st.sampled_from(WORDS), max_size=3)
 hook = st.one_of(
-    st.fixed_dictionaries({"type": st.sampled_from(["exec", "http", "sleep", "signal", "x"])},
-                          optional={k: toml_values for k in HOOK_KEYS}),
+    st.fixed_dictionaries({"type": st.sampled_from(["exec", "http", "sleep", "signal",
+                                                    "haproxy", "x"])},
+                          optional={**{k: toml_values for k in HOOK_KEYS},
+                                    "headers": st.one_of(HEADERS, toml_values),
+                                    "env": st.one_of(HEADERS, toml_values)}),
     toml_values,
 )
-probe = st.one_of(
-    st.fixed_dictionaries({"type": st.sampled_from(["connections", "http", "exec", "tcp"])},
+probe = _or_scalar(
+    st.fixed_dictionaries({"type": st.sampled_from(["connections", "http", "exec", "tcp",
+                                                    "haproxy"])},
                           optional={k: toml_values for k in
                                     ["port", "ports", "idle", "url", "value", "field",
-                                     "ok_status", "command", "host", "timeout"]}),
-    toml_values,
+                                     "ok_status", "command", "host", "timeout", "socket",
+                                     "address", "backend", "server"]}),
 )
-phase = st.fixed_dictionaries({}, optional={"hooks": st.one_of(st.lists(hook, max_size=4),
-                                                               toml_values),
-                                            "parallel": toml_values, "timeout": toml_values})
-shutdown = st.fixed_dictionaries({}, optional={
+phase = _or_scalar(st.fixed_dictionaries({}, optional={
+    "hooks": st.one_of(st.lists(hook, max_size=4), toml_values),
+    "parallel": toml_values, "timeout": toml_values}))
+shutdown = _or_scalar(st.fixed_dictionaries({}, optional={
     "budget": toml_values, "stop_grace": toml_values, "stop_signal": toml_values,
     "triggers": toml_values, "notify": phase, "deregister": phase,
-    "propagate": st.fixed_dictionaries({}, optional={
+    "propagate": _or_scalar(st.fixed_dictionaries({}, optional={
         k: (probe if k == "probe" else toml_values)
-        for k in ["sleep", "quiet", "min", "max", "interval", "probe"]}),
-    "drain": st.fixed_dictionaries({}, optional={"probe": probe, "interval": toml_values,
-                                                 "timeout": toml_values}),
-})
+        for k in ["sleep", "quiet", "min", "max", "interval", "probe"]})),
+    "drain": _or_scalar(st.fixed_dictionaries({}, optional={
+        "probe": probe, "interval": toml_values, "timeout": toml_values})),
+}))
 shaped = st.fixed_dictionaries({}, optional={
     "shutdown": shutdown,
-    "signals": _table(["group", "rewrite"]),
-    "process": _table(["subreaper", "pdeathsig", "success_codes"]),
-    "log": _table(["verbosity", "format", "warn_orphans"]),
-    "server": st.fixed_dictionaries({}, optional={"listen": toml_values, "ready_probe": probe,
-                                                  "ready_interval": toml_values}),
-    "state": st.fixed_dictionaries({}, optional={
+    "signals": _or_scalar(_table(["group", "rewrite"])),
+    "process": _or_scalar(_table(["subreaper", "pdeathsig", "success_codes"])),
+    "log": _or_scalar(_table(["verbosity", "format", "warn_orphans"])),
+    "server": _or_scalar(st.fixed_dictionaries({}, optional={
+        "listen": toml_values, "ready_probe": probe, "ready_interval": toml_values})),
+    "state": _or_scalar(st.fixed_dictionaries({}, optional={
         "file": toml_values, "textfile": toml_values,
-        "pushgateway": _table(["url", "job", "grouping", "timeout"])}),
-    "control": _table(["socket"]),
+        "pushgateway": _or_scalar(_table(["url", "job", "grouping", "timeout"]))})),
+    "control": _or_scalar(_table(["socket"])),
 })
 anything = st.dictionaries(keys, toml_values, max_size=6)
 
@@ -128,6 +144,9 @@ def _outcome(run: Any) -> config.Config | ConfigError:
 @example({"shutdown": {"notify": {"hooks": [{"type": "http", "url": "http://h/",
                                              "body": "\udcff"}]}}})  # found: UnicodeEncodeError
 @example({"shutdown": {"budg\net": 1}})  # found: a problem over two lines
+@example({"signals": {"group": [], "\n": []}})  # found: a key path over two lines
+@example({"shutdown": {"propagate": 5}})  # found (issue 11): TypeError
+@example({"shutdown": {"stop_signal": 10**5000}})  # a repr() Python refuses to make
 @example({"shutdown": {"propagate": {"probe": {"type": "connections", "port": 1}},
                        "drain": {"probe": {"type": "http", "url": "http://h/"}}}})
 def test_build_returns_config_or_config_error(data: dict[str, Any]) -> None:
@@ -149,6 +168,13 @@ LINES = [
     'format = "json"', "x = 1979-05-27T07:32:00Z", "x = [1, [2, [3]]]", "x = {a = {b = {}}}",
     "budget = 1" + "0" * 400, "= 1", "[", '"', "a.b.c = 1", "[shutdown.notify]",
     "parallel = true",
+    # issue 11: scalars where tables belong, huge integers, control characters
+    "propagate = 5", "drain = 5", "notify = 5", "probe = 5", "hooks = [5]",
+    "budget = " + "9" * 5000, 'listen = "..:80"', f'listen = "{"a" * 64}.x:80"',
+    'headers = { "X A" = "b" }', 'headers = { X-A = "a\\r\\nB: c" }',
+    'headers = { X-A = "\\u20ac" }', 'env = { A = "\\u0000" }', 'command = ["a\\u0000"]',
+    'cwd = "\\u0000"', 'probe = { type = "connections", ports = [] }',
+    'probe = { type = "http", url = "http://h/", ok_status = [] }', 'rewrite = { TERM = "0" }',
 ]
 toml_text = st.one_of(
     st.lists(st.one_of(st.sampled_from(LINES), st.text(max_size=15)), max_size=14)
@@ -168,6 +194,8 @@ def scratch() -> Iterator[Path]:
 @example(f"[shutdown]\nbudget = 1{'0' * 400}\n".encode())  # found: OverflowError
 @example(b"a = " + b"[" * 100_000 + b"]" * 100_000)  # found: RecursionError in tomllib
 @example(b"[shutdown]\nbudget = \xff\n")
+@example(b"[shutdown]\npropagate = 5\n")  # found (issue 11): TypeError
+@example(f"x = {'9' * 5000}\n".encode())  # found (issue 11): ValueError from tomllib
 def test_load_returns_config_or_config_error(scratch: Path, content: bytes) -> None:
     os.environ.pop("GRACERUN_FUZZ_UNSET", None)
     path = scratch / "gracerun.toml"
@@ -214,3 +242,36 @@ def test_expand_env_is_text_or_value_error(text: str, env: dict[str, str]) -> No
     assert isinstance(out, str)
     if "$" not in text:
         assert out == text
+
+
+# Files that are not regular files (issue 11: /dev/zero was a MemoryError, a FIFO hung).
+def _fifo(d: Path) -> Path:
+    os.mkfifo(d / "fifo")
+    return d / "fifo"
+
+
+def _socket(d: Path) -> Path:
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(d / "sock"))
+    return d / "sock"
+
+
+def _link(d: Path) -> Path:
+    (d / "link").symlink_to(_fifo(d))
+    return d / "link"
+
+
+NOT_REGULAR = {"fifo": _fifo, "socket": _socket, "link to a fifo": _link,
+               "directory": lambda d: d, "/dev/zero": lambda d: Path("/dev/zero"),
+               "/dev/null": lambda d: Path("/dev/null"),
+               "/dev/urandom": lambda d: Path("/dev/urandom")}
+
+
+@pytest.mark.parametrize("kind", NOT_REGULAR)
+def test_a_file_that_is_not_regular_is_a_config_error(tmp_path: Path, kind: str) -> None:
+    path = NOT_REGULAR[kind](tmp_path)
+    started = time.monotonic()
+    outcome = _outcome(lambda: config.load(str(path)))
+    assert isinstance(outcome, ConfigError)
+    assert outcome.problems[0].startswith("expected a TOML file, got "), outcome.problems
+    assert time.monotonic() - started < 5, "refused at once, not after reading or waiting"

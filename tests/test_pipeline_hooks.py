@@ -189,19 +189,21 @@ def test_parallel_hooks_overlap(h: Harness, parallel: bool) -> None:
 
 
 SPAWN_ERRORS = {
-    # posix_spawnp raises ValueError (not OSError) for these; validation lets them through.
-    "env-key-with-equals": """
+    # Valid configuration that spawn() refuses in the parent (LaunchError).  (An env key
+    # with "=" or a NUL in an argument, which used to get this far, are now rejected at
+    # load time: tests/test_config_errors.py.)
+    "missing-cwd": """
 [[shutdown.notify.hooks]]
 name = "bad"
 type = "exec"
 command = ["true"]
-env = { "BAD=KEY" = "x" }
+cwd = "/nonexistent-gracerun-test-dir"
 """,
-    "nul-in-argument": """
+    "missing-command": """
 [[shutdown.notify.hooks]]
 name = "bad"
 type = "exec"
-command = ["echo", "a\\u0000b"]
+command = ["/nonexistent-gracerun-test-dir/hook"]
 """,
 }
 
@@ -211,7 +213,7 @@ def test_exec_hook_that_cannot_be_spawned_fails_and_the_pipeline_continues(
         h: Harness, case: str) -> None:
     """Steps:
     1. notify: an exec hook that passes config validation but cannot be spawned
-       (an env key containing "=", or a NUL byte in an argument); deregister: a
+       (a missing working directory or command); deregister: a
        good http hook.  Budget 4 s, stop grace 1 s.
     2. SIGTERM to gracerun.
     3. The bad hook is logged as failed and the pipeline continues: deregister is
@@ -231,7 +233,7 @@ def test_exec_hook_that_cannot_be_spawned_fails_and_the_pipeline_continues(
 
 def test_exec_probe_that_cannot_be_spawned_does_not_stop_the_pipeline(h: Harness) -> None:
     """Steps:
-    1. drain: an exec probe with a NUL byte in an argument (passes validation,
+    1. drain: an exec probe whose command does not exist (passes validation,
        cannot be spawned), drain timeout 1 s; budget 4 s, stop grace 1 s.
     2. SIGTERM to gracerun.
     3. The probe never reads drained (a failed run or a failed reading), drain
@@ -246,7 +248,7 @@ stop_grace = "1s"
 timeout = "1s"
 [shutdown.drain.probe]
 type = "exec"
-command = ["test", "-e", "a\\u0000b"]
+command = ["/nonexistent-gracerun-test-dir/probe"]
 """)
     run.signal()
     code = run.wait()

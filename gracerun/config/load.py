@@ -1,9 +1,11 @@
-"""gracerun.toml and command-line flags, validated into frozen dataclasses.
+"""gracerun.toml and command-line flags, validated into immutable records.
 
-Every scalar option is declared once in settings.SETTINGS (its key here, its
-flags, default and documentation); command-line values are merged into the
-TOML data before one validation pass, so a bad flag and a bad key get the
-same kind of message.
+Every option of gracerun's own tables is declared once, in settings.SETTINGS
+(key, flags, parser, default, help); the readers here walk those declarations
+and the records below take their defaults from them.  Command-line values are
+merged into the TOML data before one validation pass, so a bad flag and a bad
+key get the same kind of message.  The pre-stop phases are read by
+plan_reader.py into plan.py's records.
 
 Validation collects every problem at once, each with its key path and what
 was expected, and rejects unknown keys with a did-you-mean.
@@ -11,23 +13,30 @@ was expected, and rejects unknown keys with a did-you-mean.
 
 from __future__ import annotations
 
+import errno
 import os
-import signal
-from collections.abc import Callable, Mapping
-from types import MappingProxyType
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from gracerun.config import values
-from gracerun.config.reader import Reader, boolean, choice, describe, list_of, positive_duration
+from gracerun.config import settings
+from gracerun.config.reader import Reader
+from gracerun.config.settings import default
+from gracerun.config.values import Env
 from gracerun.errors import ConfigError
 
 if TYPE_CHECKING:  # plan.py is imported only for configs that use it (start-up time)
     from gracerun.config.plan import Plan, Probe
 
-DEFAULT_BUDGET = 30.0
+DEFAULT_BUDGET: float = default("shutdown.budget")
 PHASE_TABLES = ("notify", "deregister", "propagate", "drain")
 CONFIG_ENV = "GRACERUN_CONFIG"
 DEFAULT_CONFIG_PATH = "gracerun.toml"
+CONTROL_SOCKET_ENV = settings.CONTROL_SOCKET.env
+DEFAULT_CONTROL_SOCKET = settings.CONTROL_SOCKET.path  # root's, when PID 1 and unset
+default_control_socket = settings.CONTROL_SOCKET.default_path  # this user's (docs/security.md)
+# A configuration is a few kilobytes; anything near this is a mistake (a log file, a
+# device), and tomllib would hold it all in memory, several times over.
+MAX_CONFIG_BYTES = 1024 * 1024
 
 
 # ---------------------------------------------------------------- the result
@@ -36,93 +45,72 @@ DEFAULT_CONFIG_PATH = "gracerun.toml"
 # start-up path of every container, and creating ten dataclasses (plus the
 # `inspect` machinery `dataclasses` imports) cost ~12 ms there, a third of the
 # start-up budget.  plan.py, loaded only for configs with phases, uses
-# dataclasses.
-
-_EMPTY: Mapping[Any, Any] = MappingProxyType({})
-
+# dataclasses.  Field names are the keys of settings.SETTINGS (a test holds them
+# to it), and the defaults are the declared ones.
 
 class SignalsConfig(NamedTuple):
-    group: bool = False  # forward to the service's process group, not just the child
-    rewrite: Mapping[int, int] = _EMPTY  # 0 drops the signal
+    group: bool = default("signals.group")
+    rewrite: Mapping[int, int] = default("signals.rewrite")  # 0 drops the signal
 
 
 class ProcessConfig(NamedTuple):
-    subreaper: bool = False  # force PR_SET_CHILD_SUBREAPER (it is automatic when not PID 1)
-    pdeathsig: int | None = None
-    success_codes: frozenset[int] = frozenset()  # exit codes reported as 0
+    subreaper: bool = default("process.subreaper")
+    pdeathsig: int | None = default("process.pdeathsig")
+    success_codes: frozenset[int] = default("process.success_codes")  # reported as 0
 
 
 class LogConfig(NamedTuple):
-    verbosity: int = 0
-    format: str = "text"
-    warn_orphans: bool = False
+    verbosity: int = default("log.verbosity")
+    format: str = default("log.format")
+    warn_orphans: bool = default("log.warn_orphans")
 
 
 class ShutdownConfig(NamedTuple):
-    budget: float = DEFAULT_BUDGET
-    stop_signal: int | None = None  # None: the trigger signal, after rewriting
-    stop_grace: float | None = None  # None: see effective_stop_grace
-    triggers: frozenset[int] = frozenset({signal.SIGTERM})
+    budget: float = default("shutdown.budget")
+    stop_signal: int | None = default("shutdown.stop_signal")  # None: stop_signal_for
+    stop_grace: float | None = default("shutdown.stop_grace")  # None: effective_stop_grace
+    triggers: frozenset[int] = default("shutdown.triggers")
 
     @property
     def effective_stop_grace(self) -> float:
         """Time kept for the stop phase: pre-stop phases must end before it."""
         if self.stop_grace is not None:
             return min(self.stop_grace, self.budget)
-        return min(5.0, self.budget / 4)
+        return settings.STOP_GRACE(self.budget)
+
+    def stop_signal_for(self, trigger: int | None, rewrite: Mapping[int, int]) -> int:
+        """The stop phase's signal for a shutdown started by `trigger` (None: a preStop
+        or the service's own exit); never 0, which build() rejects."""
+        if self.stop_signal is not None:
+            return self.stop_signal
+        return settings.STOP_SIGNAL(trigger, rewrite)
 
 
 class ServerConfig(NamedTuple):
-    listen: str | None = None  # "127.0.0.1:9102", "[::1]:9102", ":9102" (all addresses)
+    listen: str | None = default("server.listen")
     ready_probe: Probe | None = None  # the service's own readiness, gating /ready
-    ready_interval: float = 1.0
+    ready_interval: float = default("server.ready_interval")
 
 
 class PushgatewayConfig(NamedTuple):
     url: str
-    job: str = "gracerun"
-    grouping: Mapping[str, str] = _EMPTY
-    timeout: float = 2.0
+    job: str = default("state.pushgateway.job")
+    grouping: Mapping[str, str] = default("state.pushgateway.grouping")
+    timeout: float = default("state.pushgateway.timeout")
 
 
 class StateConfig(NamedTuple):
-    file: str | None = None  # JSON timeline of the last shutdown, read back at start
-    textfile: str | None = None  # node_exporter textfile-collector output
+    file: str | None = default("state.file")
+    textfile: str | None = default("state.textfile")
     pushgateway: PushgatewayConfig | None = None
 
 
-DEFAULT_CONTROL_SOCKET = "/run/gracerun/control.sock"  # root's default; see below
-CONTROL_SOCKET_ENV = "GRACERUN_CONTROL_SOCKET"
-
-
-def default_control_socket() -> str:
-    """The control socket when PID 1 and nothing is configured: in a directory only
-    gracerun's user can create into (lifecycle/control.py makes it 0700 and checks it).
-
-    root: /run/gracerun/control.sock (/tmp/gracerun-0/... where there is no /run);
-    any other user: $XDG_RUNTIME_DIR/gracerun/control.sock, else /tmp/gracerun-UID/...
-    `gracerun prestop` in the same container (same user) computes the same path.
-    """
-    uid = os.geteuid()
-    if uid == 0 and os.path.isdir("/run"):
-        return DEFAULT_CONTROL_SOCKET
-    runtime = os.environ.get("XDG_RUNTIME_DIR", "")
-    if uid != 0 and os.path.isabs(runtime):
-        return os.path.join(runtime, "gracerun", "control.sock")
-    return f"/tmp/gracerun-{uid}/control.sock"
-
-
 class ControlConfig(NamedTuple):
-    socket: str | None = None  # unix socket behind `gracerun prestop`
+    socket: str | None = default("control.socket")  # unix socket behind `gracerun prestop`
 
     def path(self, pid1: bool) -> str | None:
-        """The socket to use: configured, else $GRACERUN_CONTROL_SOCKET, else the
-        default when gracerun is PID 1 (a container), else none."""
-        if self.socket:
-            return self.socket
-        if os.environ.get(CONTROL_SOCKET_ENV):
-            return os.environ[CONTROL_SOCKET_ENV]
-        return default_control_socket() if pid1 else None
+        """The socket to use: see settings.CONTROL_SOCKET."""
+        return settings.CONTROL_SOCKET(self.socket, pid1)
 
 
 class Config(NamedTuple):
@@ -157,165 +145,107 @@ class Config(NamedTuple):
                 f"phases will be cut short (raise the budget or lower the phase timeouts)")
 
 
-def _rewrite_table(value: Any) -> dict[int, int]:
-    if not isinstance(value, dict):
-        raise ValueError(f'expected a table like {{ SIGTERM = "SIGQUIT" }}, got '
-                         f"{describe(value)}")
-    rules = {}
-    for src, dst in value.items():
-        if dst is None:
-            raise ValueError(f'expected FROM:TO such as "TERM:QUIT", got {src!r}')
-        frm, to = values.rewrite_rule(f"{src}:{dst}")
-        rules[frm] = to
-    return rules
+# ------------------------------------------------------------------- reading
 
 
-def _verbosity(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"expected a whole number of 0 or more, got {describe(value)}")
-    return value
+def _options(r: Reader, env: Env) -> dict[str, Any]:
+    """The declared options of r's table: parsed, or their defaults.  Tables among
+    them (parse=None) are left to their own readers."""
+    out: dict[str, Any] = {}
+    for s in settings.TABLES.get(r.path, ()):
+        parse = s.parser(env)
+        r.seen.add(s.name)
+        if parse is None:
+            continue
+        if s.expect:
+            r.require(s.name, s.expect)
+        out[s.name] = r.get(s.name, parse, s.default)
+    return out
 
 
-def _read_core(root: Reader) -> dict[str, Any]:
-    sig = root.table("signals")
-    signals_cfg = SignalsConfig(
-        group=sig.get("group", boolean, False),
-        rewrite=sig.get("rewrite", _rewrite_table, {}),
-    )
-    sig.finish()
-
-    proc = root.table("process")
-    process_cfg = ProcessConfig(
-        subreaper=proc.get("subreaper", boolean, False),
-        pdeathsig=proc.get("pdeathsig", values.signal_number, None),
-        success_codes=frozenset(proc.get("success_codes", list_of(values.exit_code), [])),
-    )
-    proc.finish()
-
-    lg = root.table("log")
-    log_cfg = LogConfig(
-        verbosity=lg.get("verbosity", _verbosity, 0),
-        format=lg.get("format", choice("text", "json"), "text"),
-        warn_orphans=lg.get("warn_orphans", boolean, False),
-    )
-    lg.finish()
-    return {"signals": signals_cfg, "process": process_cfg, "log": log_cfg}
+def _read_table(root: Reader, name: str, env: Env) -> dict[str, Any]:
+    r = root.table(name)
+    out = _options(r, env)
+    r.finish()
+    return out
 
 
-def _trigger(value: Any) -> int:
-    from gracerun.core import signals
-    signum = values.signal_number(value)
-    if signum in signals.NOT_FORWARDED:
-        raise ValueError(f"{signals.name(signum)} can never reach gracerun's dispatcher (it is "
-                         "uncaught, ignored or reserved), so it cannot start the shutdown; "
-                         'expected a signal such as "SIGTERM", "SIGINT" or "SIGQUIT"')
-    return signum
+def _read_shutdown(sd: Reader, rewrite: Mapping[int, int], problems: list[str],
+                   labels: Mapping[str, str]) -> ShutdownConfig:
+    before = len(problems)
+    cfg = ShutdownConfig(**_options(sd, None))
+    if cfg.stop_grace is not None and cfg.stop_grace > cfg.budget and len(problems) == before:
+        sd.error("stop_grace", f"expected at most the budget ({cfg.budget:g}s), got "
+                               f"{cfg.stop_grace:g}s")
+    if cfg.stop_signal is None:
+        # A trigger rewritten to 0 would leave the stop phase nothing to send, and the
+        # service would meet SIGKILL at the end of the budget; a preStop or the
+        # service's exit stands for the rule's stand-in, so that one counts too.
+        for trigger in (*sorted(cfg.triggers), None):
+            if settings.STOP_SIGNAL(trigger, rewrite) == 0:
+                from gracerun.core import signals
+
+                if trigger is None:
+                    what = (f"{signals.name(settings.STOP_SIGNAL.stand_in)} stands for a "
+                            "shutdown started by gracerun prestop or by the service's exit")
+                else:
+                    what = f"{signals.name(trigger)} starts the shutdown"
+                where = labels.get("signals.rewrite", "signals.rewrite")
+                flag = settings.BY_KEY["shutdown.stop_signal"].flags[-1]
+                problems.append(f"{where}: {what} and is rewritten to 0, so the stop phase "
+                                f"would send no signal; set shutdown.stop_signal ({flag}) to "
+                                f"the signal the service stops on")
+                break
+    return cfg
 
 
-def _read_shutdown(sd: Reader) -> ShutdownConfig:
-    budget = sd.get("budget", positive_duration, DEFAULT_BUDGET)
-    stop_grace = sd.get("stop_grace", values.duration, None)
-    if stop_grace is not None and stop_grace > budget:
-        sd.error("stop_grace", f"expected at most the budget ({budget:g}s), got {stop_grace:g}s")
-    triggers = sd.get("triggers", list_of(_trigger), [signal.SIGTERM])
-    if not triggers and "triggers" in sd.data:
-        sd.error("triggers", 'expected at least one signal such as "SIGTERM": with none, '
-                             "nothing would start the shutdown")
-        triggers = [signal.SIGTERM]
-    return ShutdownConfig(
-        budget=budget,
-        stop_signal=sd.get("stop_signal", values.signal_number, None),
-        stop_grace=stop_grace,
-        triggers=frozenset(triggers),
-    )
-
-
-def _listen_address(value: Any) -> str:
-    if not isinstance(value, str):
-        raise ValueError(f'expected "HOST:PORT" such as "127.0.0.1:9102", got {describe(value)}')
-    _host, sep, port = value.rpartition(":")
-    if not sep or not (port.isascii() and port.isdigit()) or len(port) > 5 \
-            or not 0 < int(port) < 65536:
-        raise ValueError(f'expected "HOST:PORT" such as "127.0.0.1:9102", got {value!r}')
-    return value
-
-
-def _path(env: Mapping[str, str] | None) -> Callable[[Any], str]:
-    def parse(value: Any) -> str:
-        if not isinstance(value, str) or not value:
-            raise ValueError(f"expected a file path, got {describe(value)}")
-        return values.expand_env(value, env)
-
-    return parse
-
-
-def _read_observe(root: Reader, env: Mapping[str, str] | None) -> dict[str, Any]:
+def _read_observe(root: Reader, env: Env) -> dict[str, Any]:
     sv = root.table("server")
-    sv.seen.add("ready_probe")
     ready_probe = None
     if "ready_probe" in sv.data:
-        from gracerun.config.plan import read_probe
+        from gracerun.config.plan import READY_PROBES
+        from gracerun.config.plan_reader import read_probe
 
-        ready_probe = read_probe(sv.table("ready_probe"), env, ("http", "tcp"))
-    server = ServerConfig(listen=sv.get("listen", _listen_address, None),
-                          ready_probe=ready_probe,
-                          ready_interval=sv.get("ready_interval", positive_duration, 1.0))
+        ready_probe = read_probe(sv.table("ready_probe"), env, READY_PROBES)
+    server = ServerConfig(**_options(sv, env), ready_probe=ready_probe)
     sv.finish()
 
     st = root.table("state")
-    st.seen.add("pushgateway")
     push = None
     if "pushgateway" in st.data:
-        from gracerun.config.plan import string_table, text, url
-
         pg = st.table("pushgateway")
-        if "url" not in pg.data:
-            pg.error("url", 'missing; expected the Pushgateway URL like "http://127.0.0.1:9091"')
-        push = PushgatewayConfig(url=pg.get("url", url(env), ""),
-                                 job=pg.get("job", text(env), "gracerun"),
-                                 grouping=pg.get("grouping", string_table(env), {}),
-                                 timeout=pg.get("timeout", positive_duration, 2.0))
+        push = PushgatewayConfig(**_options(pg, env))
         pg.finish()
-    state = StateConfig(file=st.get("file", _path(env), None),
-                        textfile=st.get("textfile", _path(env), None), pushgateway=push)
+    state = StateConfig(**_options(st, env), pushgateway=push)
     st.finish()
-
-    ct = root.table("control")
-    control = ControlConfig(socket=ct.get("socket", _path(env), None))
-    ct.finish()
+    control = ControlConfig(**_read_table(root, "control", env))
     return {"server": server, "state": state, "control": control}
 
 
 def build(data: Mapping[str, Any], *, source: str = "",
-          labels: Mapping[str, str] | None = None,
-          env: Mapping[str, str] | None = None) -> Config:
+          labels: Mapping[str, str] | None = None, env: Env = None) -> Config:
     """Validate TOML-shaped data into a Config; raise ConfigError with every problem."""
     problems: list[str] = []
-    root = Reader(dict(data), "", problems, labels or {})
-    core = _read_core(root)
+    labels = labels or {}
+    root = Reader(dict(data), "", problems, labels)
+    signals_cfg = SignalsConfig(**_read_table(root, "signals", env))
+    process = ProcessConfig(**_read_table(root, "process", env))
+    log = LogConfig(**_read_table(root, "log", env))
     sd = root.table("shutdown")
-    shutdown = _read_shutdown(sd)
+    shutdown = _read_shutdown(sd, signals_cfg.rewrite, problems, labels)
     sd.seen.update(PHASE_TABLES)  # known keys even when absent (did-you-mean)
     plan = None
     if any(name in sd.data for name in PHASE_TABLES):
-        from gracerun.config.plan import ConnectionsProbe, HaproxyProbe, read_plan
+        from gracerun.config.plan_reader import read_plan
 
         plan = read_plan(sd, env)
     sd.finish()
     observe = _read_observe(root, env)
     root.finish()
-    prop = plan.propagate if plan is not None else None
-    if plan is not None and prop is not None and prop.sleep is None and prop.probe is None \
-            and "probe" not in sd.data.get("propagate", {}):
-        drain_probe = plan.drain.probe if plan.drain else None
-        # Only probes that can also count new traffic can be borrowed.
-        if not isinstance(drain_probe, ConnectionsProbe | HaproxyProbe):
-            problems.append("shutdown.propagate: an adaptive wait needs a probe: set "
-                            "shutdown.propagate.probe, or sleep for a fixed wait, or use a "
-                            "connections or haproxy probe in shutdown.drain (it is watched too)")
     if problems:
         raise ConfigError(problems, source)
-    return Config(shutdown=shutdown, plan=plan, source=source, **core, **observe)
+    return Config(signals=signals_cfg, process=process, log=log, shutdown=shutdown, plan=plan,
+                  source=source, **observe)
 
 
 # -------------------------------------------------------------------- loading
@@ -333,26 +263,72 @@ def find_path(explicit: str | None) -> str | None:
     return DEFAULT_CONFIG_PATH if os.path.isfile(DEFAULT_CONFIG_PATH) else None
 
 
+def _kind(mode: int) -> str | None:
+    """What a file is when it is not a regular file (stat.S_IFMT without `stat`)."""
+    kinds = {0o040000: "a directory", 0o020000: "a character device",
+             0o060000: "a block device", 0o010000: "a FIFO", 0o140000: "a socket"}
+    fmt = mode & 0o170000
+    return None if fmt == 0o100000 else kinds.get(fmt, "not a regular file")
+
+
+def _kind_at(path: str) -> str | None:
+    try:
+        return _kind(os.stat(path).st_mode)
+    except OSError:
+        return None
+
+
+def read_bytes(path: str, limit: int = MAX_CONFIG_BYTES) -> bytes:
+    """The file's content: a regular file (a symlink to one is fine) of at most `limit`
+    bytes.  O_NONBLOCK so that a FIFO is refused instead of waiting for a writer;
+    O_NOCTTY so that a terminal named by mistake cannot become ours."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise ConfigError(["config file not found"], path) from None
+    except PermissionError:
+        raise ConfigError(["config file is not readable (permission denied)"], path) from None
+    except OSError as exc:  # a socket cannot be opened at all (ENXIO): say what it is
+        kind = _kind_at(path) if exc.errno == errno.ENXIO else None
+        why = f"expected a TOML file, got {kind}" if kind else \
+            f"cannot read config file: {exc.strerror or exc}"
+        raise ConfigError([why], path) from None
+    try:
+        kind = _kind(os.fstat(fd).st_mode)
+        if kind:
+            raise ConfigError([f"expected a TOML file, got {kind}"], path)
+        chunks, size = [], 0
+        while size <= limit:  # st_size is not trusted: /proc files say 0, files grow
+            chunk = os.read(fd, limit + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as exc:
+        raise ConfigError([f"cannot read config file: {exc.strerror or exc}"], path) from None
+    finally:
+        os.close(fd)
+    if size > limit:
+        raise ConfigError([f"expected a TOML file of at most {limit:,} bytes, got a larger "
+                           "one"], path)
+    return b"".join(chunks)
+
+
 def read_toml(path: str) -> dict[str, Any]:
     import tomllib
 
+    raw = read_bytes(path)
     try:
-        with open(path, "rb") as fh:
-            return tomllib.load(fh)
-    except FileNotFoundError:
-        raise ConfigError(["config file not found"], path) from None
-    except IsADirectoryError:
-        raise ConfigError(["expected a TOML file, got a directory"], path) from None
-    except PermissionError:
-        raise ConfigError(["config file is not readable (permission denied)"], path) from None
+        return tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise ConfigError([f"not valid UTF-8: {exc.reason}"], path) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"invalid TOML: {exc}"], path) from None
+    except ValueError:  # int() of more digits than Python converts (4300)
+        raise ConfigError(["invalid TOML: a number too long to read (over 4,300 digits)"],
+                          path) from None
     except RecursionError:
         raise ConfigError(["invalid TOML: nested too deeply"], path) from None
-    except OSError as exc:
-        raise ConfigError([f"cannot read config file: {exc.strerror or exc}"], path) from None
 
 
 def merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -370,12 +346,9 @@ def load(path: str | None, overrides: Mapping[str, Any] | None = None) -> Config
     """The Config for a run: file (if any) overlaid with command-line values."""
     data = read_toml(path) if path else {}
     labels = {}
-    if overrides:
-        from gracerun.config.settings import flag_for
-
-        for table, entries in overrides.items():
-            for key in entries:
-                flag = flag_for(f"{table}.{key}")
-                if flag:
-                    labels[f"{table}.{key}"] = flag
+    for table, entries in (overrides or {}).items():
+        for key in entries:
+            flag = settings.flag_for(f"{table}.{key}")
+            if flag:
+                labels[f"{table}.{key}"] = flag
     return build(merge(data, overrides or {}), source=path or "", labels=labels)

@@ -5,38 +5,66 @@
     [shutdown.propagate]   a fixed sleep, or an adaptive wait for quiet traffic
     [shutdown.drain]       a probe polled until in-flight work is zero
 
-Each piece is a frozen dataclass; `read_plan` validates the TOML tables into
-them, and `worst_case` is the budget arithmetic that `gracerun check` prints
-and start-up warns about.  Strings in hooks and probes expand ${VAR} and
-${VAR:-default} from the environment here, at start-up.
+Each piece is a frozen dataclass whose fields are its TOML keys, each declared
+once with `opt()`: default, parser, help.  plan_reader.py reads the tables into
+these records from those declarations, reference.py documents them, and
+`worst_case` is the budget arithmetic that `gracerun check` prints and start-up
+warns about.  Imported only for configs with phases or probes (dataclasses cost
+start-up time; see load.py).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field
 from typing import Any
 
-from gracerun.config import values
-from gracerun.config.reader import Reader, boolean, choice, describe, list_of, positive_duration
+from gracerun.config import strings, values
+from gracerun.config.values import Env, Parser
 
-HOOK_PHASES = ("notify", "deregister")
-FAILURE_POLICIES = ("continue", "stop")
+
+def opt(default: Any = MISSING, *, help: str, parse: Parser | None = None,
+        expand: Callable[[Env], Parser] | None = None, expect: str = "", shown: str | None = None,
+        rule: str = "", more: str = "", keys: tuple[str, ...] = ()) -> Any:
+    """A field that is a TOML key: its default, parser and documentation, once.
+
+    parse / expand: the parser, or a factory of it taking the environment (the value
+    expands ${VAR}); neither: a table the reader reads itself.  expect: what the
+    "missing" message asks for (the field is required).  shown: the docs' words for
+    the default when the value alone does not say it.  rule: a default worked out
+    from other values (a format string of the kind and index for hook names).
+    keys: the TOML keys, when they are not the field's name.
+    """
+    meta = {"help": help, "parse": parse, "expand": expand, "expect": expect,
+            "shown": shown, "rule": rule, "more": more, "keys": keys}
+    if isinstance(default, dict):
+        return field(default_factory=dict, metadata=meta)  # immutable by convention
+    return field(default=default, metadata=meta)
 
 
 # ------------------------------------------------------------------- hooks
 
+_TIMEOUT: dict[str, Any] = dict(
+    parse=values.positive_duration,
+    help="the longest the hook may take (for http, each attempt)",
+    more="Greater than zero. A hook is also cut short by its phase's `timeout` and by the "
+         "pre-stop deadline.")
+
 
 @dataclass(frozen=True, kw_only=True)
 class Hook:
-    name: str
-    timeout: float
-    on_failure: str = "continue"  # or "stop": skip straight to the stop phase
+    name: str = opt(parse=strings.hook_name, rule="{type}-{n}",
+                    help="for the log, the timeline and metrics: 1-64 letters, digits, `_`, "
+                         "`-`, `.`, `:`; unique within the phase",
+                    more="`n` counts from 1 in the phase.")
+    timeout: float = opt(5.0, **_TIMEOUT)
+    on_failure: str = opt("continue", parse=values.Choice("continue", "stop"),
+                          help='`"continue"`: log the failure and go on; `"stop"`: skip the '
+                               "rest of the pre-stop phases and go straight to the stop phase")
 
     @property
     def kind(self) -> str:
-        return type(self).__name__.removesuffix("Hook").lower()
+        return kind_of(type(self))
 
     def worst_case(self) -> float:
         return self.timeout
@@ -44,20 +72,42 @@ class Hook:
 
 @dataclass(frozen=True, kw_only=True)
 class ExecHook(Hook):
-    command: tuple[str, ...]
-    env: Mapping[str, str] = field(default_factory=dict)
-    cwd: str | None = None
+    """Runs a command, in its own process group, with gracerun's environment plus `env`."""
+
+    command: tuple[str, ...] = opt(expand=strings.argv,
+                                   expect='an array like ["/bin/deregister", "--now"]',
+                                   help='an array of strings, the program first: `["curl", '
+                                        '"-sf", "http://..."]`',
+                                   more="A single string is rejected (there is no shell; use "
+                                        '`["sh", "-c", "..."]` for one).')
+    env: Mapping[str, str] = opt({}, expand=strings.environment,
+                                 help="a table of strings added to the environment")
+    cwd: str | None = opt(None, expand=strings.path, shown="gracerun's",
+                          help="the working directory")
 
 
 @dataclass(frozen=True, kw_only=True)
 class HttpHook(Hook):
-    url: str
-    method: str = "GET"
-    headers: Mapping[str, str] = field(default_factory=dict)
-    body: bytes | None = None
-    expect_status: frozenset[int] = frozenset()  # empty: any 2xx
-    retries: int = 0
-    backoff: float = 0.2  # doubles after each failed attempt
+    """Sends one HTTP request, with retries."""
+
+    url: str = opt(expand=strings.url, expect="the URL to call",
+                   help="an `http://` or `https://` URL")
+    method: str = opt("GET", parse=values.Choice("GET", "POST", "PUT", "DELETE", "PATCH",
+                                                 "HEAD", upper=True),
+                      help="`GET`, `POST`, `PUT`, `DELETE`, `PATCH` or `HEAD`, in any case")
+    headers: Mapping[str, str] = opt({}, expand=strings.headers,
+                                     help="a table of strings: header names of token "
+                                          "characters, one-line latin-1 values")
+    body: bytes | None = opt(None, expand=strings.body, help="a string, sent as UTF-8")
+    expect_status: frozenset[int] = opt(frozenset(), parse=values.statuses, shown="any 2xx",
+                                        help="the status codes that count as success: a "
+                                             "number or an array of numbers (100-599)")
+    retries: int = opt(0, parse=values.whole(0, 10)(None),
+                       help="further attempts after a failed one (a connection error or an "
+                            "unexpected status), 0 to 10")
+    backoff: float = opt(0.2, parse=values.duration,
+                         help="the wait before the first retry; it doubles before each "
+                              "further one")
 
     def worst_case(self) -> float:
         waits = sum(self.backoff * 2**i for i in range(self.retries))
@@ -66,7 +116,15 @@ class HttpHook(Hook):
 
 @dataclass(frozen=True, kw_only=True)
 class SleepHook(Hook):
-    duration: float
+    """Waits a fixed time: the blind wait, for when nothing better can be probed."""
+
+    timeout: float = opt(None, rule="its `duration`", **_TIMEOUT)
+    duration: float = opt(parse=values.duration, expect='a duration like "2s"',
+                          help="how long. Its worst case is the duration itself")
+
+    def __post_init__(self) -> None:
+        if self.timeout is None:
+            object.__setattr__(self, "timeout", max(self.duration, 0.001))
 
     def worst_case(self) -> float:
         return min(self.duration, self.timeout)
@@ -74,19 +132,48 @@ class SleepHook(Hook):
 
 @dataclass(frozen=True, kw_only=True)
 class SignalHook(Hook):
-    signal: int
-    group: bool = False  # the service's whole process group
+    """Sends a signal to the service, e.g. SIGUSR1 to stop its consumers."""
+
+    timeout: float = opt(1.0, **_TIMEOUT)  # sending a signal is instant: don't book 5s
+    signal: int = opt(parse=values.signal_number, expect='a signal name like "SIGUSR1"',
+                      help="the signal (1-64, a name or a number)")
+    group: bool = opt(False, parse=values.boolean,
+                      help="send it to the service's whole process group instead of the "
+                           "service alone")
+
+
+_HAPROXY_SOCKET: dict[str, Any] = dict(
+    expand=strings.haproxy_socket, shown="",
+    help="the path of HAProxy's stats socket (a unix socket)")
+_HAPROXY_ADDRESS: dict[str, Any] = dict(
+    expand=strings.haproxy_address, shown="",
+    help='the `"HOST:PORT"` of a TCP stats socket (`"127.0.0.1:9999"`, `"[::1]:9999"`). '
+         "Exactly one of `socket` and `address` is required")
+_HAPROXY_BACKEND: dict[str, Any] = dict(
+    expand=strings.haproxy_name("backend"),
+    expect='the backend name in HAProxy\'s configuration, e.g. "app"',
+    help="the backend's name in HAProxy's configuration")
+_HAPROXY_SERVER: dict[str, Any] = dict(
+    expand=strings.haproxy_name("server"),
+    expect='the server name in HAProxy\'s configuration, e.g. "web1"',
+    help="this instance's server name in that backend. Like `backend`, letters, digits, "
+         "`_`, `-`, `.`, `:` (HAProxy's own rule; anything else could not name a server, "
+         "and a `;` would start another command)")
 
 
 @dataclass(frozen=True, kw_only=True)
 class HaproxyHook(Hook):
     """`set server backend/server state drain|maint` on HAProxy's Runtime API."""
 
-    socket: str | None = None  # the stats socket's path, or
-    address: str | None = None  # its "HOST:PORT"
-    backend: str
-    server: str
-    state: str = "drain"  # or "maint"
+    socket: str | None = opt(None, **_HAPROXY_SOCKET)
+    address: str | None = opt(None, **_HAPROXY_ADDRESS)
+    backend: str = opt(**_HAPROXY_BACKEND)
+    server: str = opt(**_HAPROXY_SERVER)
+    state: str = opt("drain", parse=values.Choice("drain", "maint"),
+                     help='`"drain"`: no new connections, except those that persistence '
+                          "(stick tables, cookies) sends to this server; connections already "
+                          'open go on. `"maint"`: no new connections at all, persistent ones '
+                          "included")
 
     @property
     def target(self) -> str:
@@ -95,9 +182,14 @@ class HaproxyHook(Hook):
 
 @dataclass(frozen=True)
 class HookPhase:
-    hooks: tuple[Hook, ...] = ()
-    parallel: bool = False
-    timeout: float | None = None  # cap on the whole phase
+    hooks: tuple[Hook, ...] = opt((), help="an array of tables, written "
+                                           "`[[shutdown.notify.hooks]]`; at most 100 per "
+                                           "phase. See [Hooks](#hooks)")
+    parallel: bool = opt(False, parse=values.boolean,
+                         help="run the hooks at the same time instead of one after the other")
+    timeout: float | None = opt(None, parse=values.positive_duration,
+                                help="a cap on the whole phase; the hooks share it. Greater "
+                                     "than zero")
 
     def worst_case(self) -> float:
         costs = [h.worst_case() for h in self.hooks]
@@ -110,44 +202,63 @@ class HookPhase:
 
 @dataclass(frozen=True, kw_only=True)
 class Probe:
-    timeout: float = 2.0
+    timeout: float = opt(2.0, parse=values.positive_duration,
+                         help="the longest one reading may take; a reading that takes longer "
+                              "has failed. Greater than zero")
 
     @property
     def kind(self) -> str:
-        return type(self).__name__.removesuffix("Probe").lower()
+        return kind_of(type(self))
 
 
 @dataclass(frozen=True, kw_only=True)
 class ConnectionsProbe(Probe):
     """Reads the service's TCP connections on `ports` from the kernel (sockdiag)."""
 
-    ports: tuple[int, ...]
-    idle: float = 1.0  # a connection with no bytes moving for this long is not in flight
+    ports: tuple[int, ...] = opt(keys=("port", "ports"), expand=values.whole(1, 65535),
+                                 help='`port`: a port, 1-65535 (or a string such as '
+                                      '`"${PORT:-8080}"`); `ports`: an array of them. One of '
+                                      "the two is required")
+    idle: float = opt(1.0, parse=values.duration,
+                      help="drain: a connection on which no byte moved for this long is not "
+                           "in flight")
 
 
 @dataclass(frozen=True, kw_only=True)
 class HttpProbe(Probe):
     """GET url; the reading is a number in the body, or the status code's verdict."""
 
-    url: str
-    value: str = "body"  # "body": a number (or JSON field); "status": 0 when status ok
-    field: str | None = None  # JSON key holding the number, e.g. "inflight"
-    ok_status: frozenset[int] = frozenset({200})
+    url: str = opt(expand=strings.url, expect="the URL to GET",
+                   help="an `http://` or `https://` URL")
+    value: str = opt("body", parse=values.Choice("body", "status"),
+                     help='`"body"`: the reading is the first number in the response body, or '
+                          "the JSON field `field`; a status not in `ok_status` is a failed "
+                          'reading. `"status"`: the reading is 0 when the status is in '
+                          "`ok_status`, 1 otherwise")
+    field: str | None = opt(None, expand=strings.text,
+                            help='with `value = "body"`: the key of a JSON object holding the '
+                                 'number, e.g. `"inflight"`')
+    ok_status: frozenset[int] = opt(frozenset({200}), parse=values.statuses,
+                                    help="a number or a non-empty array of numbers (100-599)")
 
 
 @dataclass(frozen=True, kw_only=True)
 class ExecProbe(Probe):
     """Runs a command: exit 0 reads as 0 (drained), anything else as 1."""
 
-    command: tuple[str, ...]
+    command: tuple[str, ...] = opt(expand=strings.argv,
+                                   expect='an array like ["test", "-f", "/tmp/idle"]',
+                                   help='an array of strings, e.g. `["test", "-f", '
+                                        '"/tmp/idle"]`')
 
 
 @dataclass(frozen=True, kw_only=True)
 class TcpProbe(Probe):
     """Connects to host:port: 0 when it accepts, 1 when not (readiness gating)."""
 
-    host: str = "127.0.0.1"
-    port: int
+    host: str = opt("127.0.0.1", expand=strings.host, help="the host to connect to")
+    port: int = opt(expand=values.whole(1, 65535), expect="the TCP port to connect to",
+                    help="1-65535")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -155,14 +266,41 @@ class HaproxyProbe(Probe):
     """A server's row of HAProxy's `show stat`: drain reads its current sessions (scur,
     plus its queue), propagate its cumulative sessions (stot)."""
 
-    socket: str | None = None
-    address: str | None = None
-    backend: str
-    server: str
+    socket: str | None = opt(None, **_HAPROXY_SOCKET)
+    address: str | None = opt(None, **_HAPROXY_ADDRESS)
+    backend: str = opt(**_HAPROXY_BACKEND)
+    server: str = opt(**_HAPROXY_SERVER)
 
     @property
     def target(self) -> str:
         return self.socket if self.socket is not None else self.address or ""
+
+
+# ---------------------------------------------------------------- kinds
+
+
+def kind_of(cls: type) -> str:
+    """ExecHook -> "exec": the `type` a record stands for."""
+    return cls.__name__.removesuffix("Hook").removesuffix("Probe").lower()
+
+
+HOOKS: dict[str, type[Hook]] = {
+    kind_of(c): c for c in (ExecHook, HttpHook, SleepHook, SignalHook, HaproxyHook)}
+PROBES: dict[str, type[Probe]] = {
+    kind_of(c): c for c in (ConnectionsProbe, HttpProbe, ExecProbe, TcpProbe, HaproxyProbe)}
+
+# Where probes go, which kinds each place admits, and what the reading means there.
+DRAIN_PROBES = ("connections", "http", "exec", "haproxy")
+PROPAGATE_PROBES = ("connections", "http", "haproxy")
+READY_PROBES = ("http", "tcp")
+PROBE_PLACES = (
+    ("shutdown.drain.probe", DRAIN_PROBES, "work in flight; the phase ends at 0"),
+    ("shutdown.propagate.probe", PROPAGATE_PROBES,
+     "a traffic counter; the phase ends once it stops moving"),
+    ("server.ready_probe", READY_PROBES, "the service's own readiness, gating `/ready`"),
+)
+# Probes that can also count new traffic: an adaptive propagate may borrow them from drain.
+COUNTING_PROBES = (ConnectionsProbe, HaproxyProbe)
 
 
 # ------------------------------------------------------------- the phases
@@ -173,12 +311,28 @@ class PropagateConfig:
     """A fixed `sleep`, or adaptive: end once traffic was quiet for `quiet`,
     no sooner than `min`, no later than `max`."""
 
-    sleep: float | None = None
-    quiet: float = 1.0
-    min: float = 0.0
-    max: float = 30.0
-    interval: float = 0.1
-    probe: Probe | None = None  # None with no sleep: the drain probe's ports, if any
+    sleep: float | None = opt(None, parse=values.duration,
+                              help="a fixed wait. Not together with `quiet`, `min`, `max` or "
+                                   "`probe`")
+    quiet: float = opt(1.0, parse=values.positive_duration,
+                       help="the adaptive wait ends once the probe's reading has not changed "
+                            "for this long...")
+    min: float = opt(0.0, parse=values.duration,
+                     help="...but no sooner than this after the phase began...")
+    max: float = opt(30.0, parse=values.positive_duration,
+                     help="...and no later than this. `min` and `quiet` must not exceed it")
+    interval: float = opt(0.1, parse=values.positive_duration,
+                          help="how often the probe is read")
+    probe: Probe | None = opt(None, shown="the drain probe's ports",  # noqa: RUF009 (a field)
+                              help="a `connections`, `http` or `haproxy` [probe](#probes) "
+                                   "whose reading grows while new traffic arrives",
+                              more="For `connections`, the number of new established "
+                                   "connections on its ports; for `http`, the number the URL "
+                                   "returns (a request counter, say); for `haproxy`, the "
+                                   "sessions the load balancer has sent to this server so far "
+                                   '(`stot`), the most direct answer to "has the load balancer '
+                                   'stopped sending?" ([why](#why-haproxys-stot-is-the-signal-'
+                                   "for-propagate)).")
 
     def worst_case(self) -> float:
         return self.sleep if self.sleep is not None else self.max
@@ -186,9 +340,15 @@ class PropagateConfig:
 
 @dataclass(frozen=True)
 class DrainConfig:
-    probe: Probe | None = None
-    interval: float = 0.2
-    timeout: float = 30.0
+    probe: Probe | None = opt(None,  # noqa: RUF009 (opt() returns a dataclasses.field)
+                              expect='e.g. probe = { type = "connections", port = 8080 }',
+                              help="a `connections`, `http`, `exec` or `haproxy` "
+                                   "[probe](#probes) whose reading is the work in flight. The "
+                                   "phase ends when it reads 0 or less")
+    interval: float = opt(0.2, parse=values.positive_duration,
+                          help="how often the probe is read")
+    timeout: float = opt(30.0, parse=values.positive_duration,
+                         help="the longest the phase waits")
 
     def worst_case(self) -> float:
         return self.timeout if self.probe is not None else 0.0
@@ -217,340 +377,6 @@ class Plan:
         return sum(seconds for _, seconds in self.worst_cases())
 
 
-# ---------------------------------------------------------------- reading
-
-_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
-
-
-def text(env: Mapping[str, str] | None = None) -> Callable[[Any], str]:
-    def parse(value: Any) -> str:
-        if not isinstance(value, str):
-            raise ValueError(f"expected a string, got {describe(value)}")
-        expanded = values.expand_env(value, env)
-        try:
-            expanded.encode("utf-8")
-        except UnicodeEncodeError:
-            raise ValueError("expected text that is valid UTF-8") from None
-        return expanded
-
-    return parse
-
-
-def argv(env: Mapping[str, str] | None = None) -> Callable[[Any], tuple[str, ...]]:
-    def parse(value: Any) -> tuple[str, ...]:
-        if isinstance(value, str):
-            raise ValueError(f'expected an array of strings like ["curl", "-sf", URL], '
-                             f"got a string {value!r}")
-        if not isinstance(value, list) or not value:
-            raise ValueError(f"expected a non-empty array of strings, got {describe(value)}")
-        if not all(isinstance(v, str) for v in value):
-            bad = next(v for v in value if not isinstance(v, str))
-            raise ValueError(f"expected an array of strings, found {describe(bad)}")
-        if not value[0]:
-            raise ValueError("expected a command name as the first element, got an empty string")
-        return tuple(values.expand_env(v, env) for v in value)
-
-    return parse
-
-
-def string_table(env: Mapping[str, str] | None = None) -> Callable[[Any], dict[str, str]]:
-    def parse(value: Any) -> dict[str, str]:
-        if not isinstance(value, dict):
-            raise ValueError(f"expected a table of strings, got {describe(value)}")
-        out = {}
-        for k, v in value.items():
-            if not isinstance(v, str):
-                raise ValueError(f"expected a string for {k!r}, got {describe(v)}")
-            out[k] = values.expand_env(v, env)
-        return out
-
-    return parse
-
-
-def whole(low: int, high: int, env: Mapping[str, str] | None = None) -> Callable[[Any], int]:
-    """An integer in [low, high]; a string is accepted after ${VAR} expansion (ports)."""
-
-    def parse(value: Any) -> int:
-        if isinstance(value, str) and "$" in value:
-            expanded = values.expand_env(value, env).strip()
-            if expanded.isascii() and expanded.isdigit() and len(expanded) <= 6:
-                value = int(expanded)
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise ValueError(f"expected a whole number from {low} to {high}, got "
-                             f"{describe(value)}")
-        return value
-
-    return parse
-
-
-def url(env: Mapping[str, str] | None) -> Callable[[Any], str]:
-    """An http(s) URL the client can call, checked now rather than mid-shutdown."""
-    expand = text(env)
-
-    def parse(value: Any) -> str:
-        from gracerun.clients.http import HttpError, parse_url
-
-        expanded = expand(value)
-        try:
-            parse_url(expanded)
-        except HttpError as exc:
-            why = str(exc).rpartition("': ")[2]
-            raise ValueError(f"expected an http:// or https:// URL, got {expanded!r} "
-                             f"({why})") from None
-        return expanded
-
-    return parse
-
-
-def _statuses(value: Any) -> frozenset[int]:
-    return frozenset(list_of(whole(100, 599))(value))
-
-
-def _ports(r: Reader, env: Mapping[str, str] | None) -> tuple[int, ...]:
-    port = r.get("port", whole(1, 65535, env), None)
-    ports = r.get("ports", list_of(whole(1, 65535, env)), None)
-    found = tuple(ports or ()) + ((port,) if port is not None else ())
-    if not found and "port" not in r.data and "ports" not in r.data:
-        r.error("", 'expected "port" or "ports"')
-    return found
-
-
-def _haproxy_name(what: str, env: Mapping[str, str] | None) -> Callable[[Any], str]:
-    expand = text(env)
-
-    def parse(value: Any) -> str:
-        from gracerun.clients.haproxy import NAME
-
-        expanded = expand(value)
-        if not NAME.match(expanded):
-            raise ValueError(f"expected an HAProxy {what} name (letters, digits, '_', '-', "
-                             f"'.', ':'), got {expanded!r}")
-        return expanded
-
-    return parse
-
-
-def _haproxy_socket(env: Mapping[str, str] | None) -> Callable[[Any], str]:
-    expand = text(env)
-
-    def parse(value: Any) -> str:
-        path = expand(value)
-        if not path or "\0" in path:
-            raise ValueError(f"expected the path of HAProxy's stats socket, got {path!r}")
-        return path if "/" in path else f"./{path}"  # a "/" is what marks a socket path
-
-    return parse
-
-
-def _haproxy_address(env: Mapping[str, str] | None) -> Callable[[Any], str]:
-    expand = text(env)
-
-    def parse(value: Any) -> str:
-        from gracerun.clients.haproxy import HaproxyError, parse_address
-
-        address = expand(value)
-        try:
-            parse_address(address)
-        except HaproxyError:
-            raise ValueError('expected the "HOST:PORT" of HAProxy\'s stats socket, such as '
-                             f'"127.0.0.1:9999", got {address!r}') from None
-        return address
-
-    return parse
-
-
-def _haproxy_server(r: Reader, env: Mapping[str, str] | None) -> dict[str, Any]:
-    """The keys the haproxy hook and probe share: socket or address, backend, server."""
-    found = [key for key in ("socket", "address") if key in r.data]
-    if not found:
-        r.error("", 'expected "socket" (the path of HAProxy\'s stats socket) or "address" '
-                    '(its "HOST:PORT")')
-    elif len(found) == 2:
-        r.error("address", 'expected either "socket" or "address", not both')
-    out: dict[str, Any] = {"socket": r.get("socket", _haproxy_socket(env), None),
-                           "address": r.get("address", _haproxy_address(env), None)}
-    for key, example in (("backend", "app"), ("server", "web1")):
-        if key not in r.data:
-            r.error(key, f'missing; expected the {key} name in HAProxy\'s configuration, '
-                         f'e.g. "{example}"')
-        out[key] = r.get(key, _haproxy_name(key, env), "")
-    return out
-
-
-_PROBE_KINDS = ("connections", "http", "exec", "tcp", "haproxy")
-
-
-def read_probe(r: Reader, env: Mapping[str, str] | None, kinds: tuple[str, ...] = _PROBE_KINDS
-               ) -> Probe | None:
-    kind = r.get("type", choice(*kinds), None)
-    if kind is None:
-        if "type" not in r.data:
-            r.error("type", f"missing; expected one of {', '.join(kinds)}")
-        return None
-    timeout = r.get("timeout", positive_duration, 2.0)
-    probe: Probe | None
-    if kind == "connections":
-        probe = ConnectionsProbe(ports=_ports(r, env), idle=r.get("idle", values.duration, 1.0),
-                                 timeout=timeout)
-    elif kind == "http":
-        target = r.get("url", url(env), None)
-        if target is None and "url" not in r.data:
-            r.error("url", "missing; expected the URL to GET")
-        probe = HttpProbe(url=target or "", timeout=timeout,
-                          value=r.get("value", choice("body", "status"), "body"),
-                          field=r.get("field", text(env), None),
-                          ok_status=r.get("ok_status", _statuses, frozenset({200})))
-    elif kind == "exec":
-        command = r.get("command", argv(env), None)
-        if command is None and "command" not in r.data:
-            r.error("command", 'missing; expected an array like ["test", "-f", "/tmp/idle"]')
-        probe = ExecProbe(command=command or ("true",), timeout=timeout)
-    elif kind == "haproxy":
-        probe = HaproxyProbe(**_haproxy_server(r, env), timeout=timeout)
-    else:
-        probe = TcpProbe(host=r.get("host", text(env), "127.0.0.1"),
-                         port=r.get("port", whole(1, 65535, env), 0), timeout=timeout)
-        if "port" not in r.data:
-            r.error("port", "missing; expected the TCP port to connect to")
-    r.finish()
-    return probe
-
-
-_HOOK_KINDS = ("exec", "http", "sleep", "signal", "haproxy")
-
-
-def _read_hook(r: Reader, index: int, env: Mapping[str, str] | None) -> Hook | None:
-    kind = r.get("type", choice(*_HOOK_KINDS), None)
-    if kind is None:
-        if "type" not in r.data:
-            r.error("type", f"missing; expected one of {', '.join(_HOOK_KINDS)}")
-        r.seen.update(r.data)  # no point reporting unknown keys of an unknown kind
-        return None
-
-    def name_check(value: Any) -> str:
-        if not isinstance(value, str) or not _NAME.match(value):
-            raise ValueError("expected a name of 1-64 letters, digits, '_', '-', '.', ':', "
-                             f"got {describe(value)}")
-        return value
-
-    common: dict[str, Any] = {
-        "name": r.get("name", name_check, f"{kind}-{index + 1}"),
-        "timeout": r.get("timeout", positive_duration, 5.0),
-        "on_failure": r.get("on_failure", choice(*FAILURE_POLICIES), "continue"),
-    }
-    hook: Hook | None = None
-    if kind == "exec":
-        command = r.get("command", argv(env), None)
-        if "command" not in r.data:
-            r.error("command", 'missing; expected an array like ["/bin/deregister", "--now"]')
-        hook = ExecHook(command=command or ("true",), env=r.get("env", string_table(env), {}),
-                        cwd=r.get("cwd", text(env), None), **common)
-    elif kind == "http":
-        if "url" not in r.data:
-            r.error("url", "missing; expected the URL to call")
-        body = r.get("body", text(env), None)
-        hook = HttpHook(
-            url=r.get("url", url(env), ""),
-            method=r.get("method", lambda v: choice("GET", "POST", "PUT", "DELETE", "PATCH",
-                                                    "HEAD")(str(v).upper()), "GET"),
-            headers=r.get("headers", string_table(env), {}),
-            body=body.encode() if body is not None else None,  # expand_env checked UTF-8
-            expect_status=r.get("expect_status", _statuses, frozenset()),
-            retries=r.get("retries", whole(0, 10), 0),
-            backoff=r.get("backoff", values.duration, 0.2),
-            **common,
-        )
-    elif kind == "sleep":
-        if "duration" not in r.data:
-            r.error("duration", 'missing; expected a duration like "2s"')
-        duration = r.get("duration", values.duration, 0.0)
-        if "timeout" not in r.data:
-            common["timeout"] = max(duration, 0.001)
-        hook = SleepHook(duration=duration, **common)
-    elif kind == "haproxy":
-        hook = HaproxyHook(**_haproxy_server(r, env),
-                           state=r.get("state", choice("drain", "maint"), "drain"), **common)
-    else:
-        if "timeout" not in r.data:
-            common["timeout"] = 1.0  # sending a signal is instant; don't book 5s for it
-        if "signal" not in r.data:
-            r.error("signal", 'missing; expected a signal name like "SIGUSR1"')
-        hook = SignalHook(signal=r.get("signal", values.signal_number, 0),
-                          group=r.get("group", boolean, False), **common)
-    r.finish()
-    return hook
-
-
-def _read_hook_phase(r: Reader, env: Mapping[str, str] | None) -> HookPhase:
-    raw_hooks = r.data.get("hooks", [])
-    r.seen.add("hooks")
-    hooks: list[Hook] = []
-    if not isinstance(raw_hooks, list):
-        r.error("hooks", f"expected an array of tables ([[...hooks]]), got {describe(raw_hooks)}")
-        raw_hooks = []
-    names: set[str] = set()
-    for i, raw in enumerate(raw_hooks[:100]):
-        hr = Reader(raw, f"{r.path}.hooks[{i}]", r.problems, r.labels)
-        hook = _read_hook(hr, i, env)
-        if hook is None:
-            continue
-        if hook.name in names:
-            hr.error("name", f"duplicate hook name {hook.name!r} in this phase")
-        names.add(hook.name)
-        hooks.append(hook)
-    if len(raw_hooks) > 100:
-        r.error("hooks", f"expected at most 100 hooks, got {len(raw_hooks)}")
-    phase = HookPhase(hooks=tuple(hooks), parallel=r.get("parallel", boolean, False),
-                      timeout=r.get("timeout", positive_duration, None))
-    r.finish()
-    return phase
-
-
-def _read_propagate(r: Reader, env: Mapping[str, str] | None) -> PropagateConfig:
-    sleep = r.get("sleep", values.duration, None)
-    adaptive = {k for k in ("quiet", "min", "max", "probe", "interval") if k in r.data}
-    if sleep is not None and adaptive:
-        r.error("sleep", f"expected either a fixed sleep or an adaptive wait "
-                         f"({', '.join(sorted(adaptive))}), not both")
-    probe = None
-    if "probe" in r.data:
-        probe = read_probe(r.table("probe"), env, ("connections", "http", "haproxy"))
-    cfg = PropagateConfig(
-        sleep=sleep,
-        quiet=r.get("quiet", positive_duration, 1.0),
-        min=r.get("min", values.duration, 0.0),
-        max=r.get("max", positive_duration, 30.0),
-        interval=r.get("interval", positive_duration, 0.1),
-        probe=probe,
-    )
-    if cfg.min > cfg.max:
-        r.error("min", f"expected at most max ({cfg.max:g}s), got {cfg.min:g}s")
-    if cfg.quiet > cfg.max:
-        r.error("quiet", f"expected at most max ({cfg.max:g}s), got {cfg.quiet:g}s")
-    r.finish()
-    return cfg
-
-
-def _read_drain(r: Reader, env: Mapping[str, str] | None) -> DrainConfig:
-    probe = None
-    if "probe" in r.data:
-        probe = read_probe(r.table("probe"), env, ("connections", "http", "exec", "haproxy"))
-    else:
-        r.error("probe", 'missing; expected e.g. probe = { type = "connections", port = 8080 }')
-    cfg = DrainConfig(probe=probe, interval=r.get("interval", positive_duration, 0.2),
-                      timeout=r.get("timeout", positive_duration, 30.0))
-    r.finish()
-    return cfg
-
-
-def read_plan(sd: Reader, env: Mapping[str, str] | None = None) -> Plan:
-    """Read the phase tables of [shutdown] (the caller reads its scalar keys)."""
-    phases: dict[str, Any] = {}
-    for name in HOOK_PHASES:
-        phases[name] = _read_hook_phase(sd.table(name), env) if name in sd.data \
-            else HookPhase()
-    if "propagate" in sd.data:
-        phases["propagate"] = _read_propagate(sd.table("propagate"), env)
-    if "drain" in sd.data:
-        phases["drain"] = _read_drain(sd.table("drain"), env)
-    return Plan(**phases)
+HOOK_PHASES = ("notify", "deregister")
+PHASES: dict[str, type] = {"notify": HookPhase, "deregister": HookPhase,
+                           "propagate": PropagateConfig, "drain": DrainConfig}

@@ -1,24 +1,28 @@
-"""The walker that validates TOML data: key paths, expected types, did-you-mean.
+"""The walker over TOML data: key paths, expected types, did-you-mean.
 
-Every problem is collected (not raised) so that one run reports them all.
+Every problem is collected (not raised) so that one run reports them all.  The
+value parsers it calls live in values.py; which keys a table has, and their
+parsers and defaults, in settings.py (gracerun's own tables) and plan.py (the
+phases, hooks and probes).
 """
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from gracerun.config import values
+from gracerun.config.values import describe
 
-_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]*$")
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]*")
 
 
 def _quote(key: str) -> str:
     """A key as TOML would write it in a dotted path: quoted when not bare."""
-    if _BARE_KEY.match(key):
+    if _BARE_KEY.fullmatch(key):  # fullmatch: "$" would let a trailing newline through
         return key
+    import json  # only for a key that needs quoting: json costs ~2 ms of start-up
+
     return json.dumps(key, ensure_ascii=True)
 
 
@@ -29,8 +33,9 @@ class Reader:
                  labels: Mapping[str, str]) -> None:
         self.path = path
         self.problems = problems
-        self.labels = labels
+        self.labels = labels  # key path -> the flag it came from, for flag values
         self.seen: set[str] = set()
+        self.is_table = data is None or isinstance(data, dict)
         if data is None:
             data = {}
         if not isinstance(data, dict):
@@ -47,6 +52,7 @@ class Reader:
         self.problems.append(f"{self.where(key)}: {message}")
 
     def get(self, key: str, parse: Callable[[Any], Any], default: Any = None) -> Any:
+        """The parsed value of `key`, or `default` when it is absent or invalid."""
         self.seen.add(key)
         if key not in self.data:
             return default
@@ -56,12 +62,18 @@ class Reader:
             self.error(key, str(exc))
             return default
 
+    def require(self, key: str, expected: str) -> None:
+        """Report `key` as missing unless it is there."""
+        if key not in self.data:
+            self.error(key, f"missing; expected {expected}")
+
     def table(self, key: str) -> Reader:
         self.seen.add(key)
         path = f"{self.path}.{_quote(key)}" if self.path else _quote(key)
         return Reader(self.data.get(key), path, self.problems, self.labels)
 
     def finish(self) -> None:
+        """Report every key of the table that nothing read, with a did-you-mean."""
         known = sorted(self.seen)
         for key in self.data:
             if key in self.seen:
@@ -72,41 +84,3 @@ class Reader:
             suggestion = f' (did you mean "{hint[0]}"?)' if hint else ""
             expected = ", ".join(known) if known else "nothing"
             self.error(key, f"unknown key{suggestion}; expected one of: {expected}")
-
-
-def describe(value: Any) -> str:
-    kind = type(value).__name__
-    names = {"str": "a string", "int": "an integer", "float": "a number", "bool": "a boolean",
-             "list": "an array", "dict": "a table"}
-    return f"{names.get(kind, kind)} {value!r}" if kind != "dict" else "a table"
-
-
-def boolean(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"expected true or false, got {describe(value)}")
-    return value
-
-
-def choice(*options: str) -> Callable[[Any], str]:
-    def parse(value: Any) -> str:
-        if value not in options:
-            raise ValueError(f"expected one of {', '.join(options)}, got {value!r}")
-        return str(value)
-
-    return parse
-
-
-def list_of(parse: Callable[[Any], Any]) -> Callable[[Any], list[Any]]:
-    def parse_list(value: Any) -> list[Any]:
-        if not isinstance(value, list):
-            value = [value]
-        return [parse(item) for item in value]
-
-    return parse_list
-
-
-def positive_duration(value: Any) -> float:
-    seconds = values.duration(value)
-    if seconds <= 0:
-        raise ValueError(f'expected a duration greater than zero like "20s", got {value!r}')
-    return seconds

@@ -1,0 +1,210 @@
+"""Reading [shutdown]'s phase tables, hooks and probes into plan.py's records.
+
+Key names, parsers and defaults come from the records' field declarations
+(`plan.opt`): `read_record` walks a record's fields, so adding a key is adding a
+field.  What is left here is what one field cannot say: which kind a `type`
+names, the keys that stand in for another (`port` / `ports`), and the rules
+between keys (`socket` or `address`; a fixed sleep or an adaptive wait).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import MISSING, Field, fields
+from typing import Any, TypeVar
+
+from gracerun.config import values
+from gracerun.config.plan import (
+    COUNTING_PROBES,
+    DRAIN_PROBES,
+    HOOK_PHASES,
+    HOOKS,
+    PROBES,
+    PROPAGATE_PROBES,
+    ConnectionsProbe,
+    DrainConfig,
+    Hook,
+    HookPhase,
+    Plan,
+    Probe,
+    PropagateConfig,
+)
+from gracerun.config.reader import Reader
+from gracerun.config.values import Env, describe
+
+T = TypeVar("T")
+MAX_HOOKS = 100
+
+
+def default_of(f: Field[Any]) -> Any:
+    """A field's declared default (a fresh one for a factory), MISSING when required."""
+    if f.default_factory is not MISSING:
+        return f.default_factory()
+    return f.default
+
+
+def read_record(r: Reader, cls: type[T], env: Env, given: Mapping[str, Any] | None = None,
+                fallback: Mapping[str, Any] | None = None, before: int | None = None
+                ) -> T | None:
+    """The record `cls` from table `r`, or None when anything in it is wrong.
+
+    Each field that declares a parser is read from the key of its name, with its
+    declared default; `given` supplies the fields read otherwise, `fallback` the
+    defaults worked out by a rule (a hook's name).  Problems since `before` (an
+    index into r.problems; default: from now) make the result None.
+    """
+    before = len(r.problems) if before is None else before
+    kwargs: dict[str, Any] = dict(given or {})
+    for f in fields(cls):  # type: ignore[arg-type]
+        meta = f.metadata
+        r.seen.update(meta["keys"] or (f.name,))  # known keys, for the did-you-mean
+        parse = meta["expand"](env) if meta["expand"] else meta["parse"]
+        if f.name in kwargs or parse is None:
+            continue
+        if meta["expect"]:
+            r.require(f.name, meta["expect"])
+        default = (fallback or {}).get(f.name, default_of(f))
+        kwargs[f.name] = r.get(f.name, parse, None if default is MISSING else default)
+    r.finish()
+    if len(r.problems) > before:
+        return None
+    return cls(**kwargs)
+
+
+def _kind(r: Reader, kinds: tuple[str, ...]) -> str | None:
+    kind: str | None = r.get("type", values.Choice(*kinds), None)
+    if kind is None and "type" not in r.data:
+        r.error("type", f"missing; expected one of {', '.join(kinds)}")
+    return kind
+
+
+def _ports(r: Reader, env: Env) -> tuple[int, ...]:
+    """`port = 8080` or `ports = [8080, 8443]` (or both): the field's parser reads one."""
+    port = _PORTS.metadata["expand"](env)
+    one = r.get("port", port, None)
+    many = r.get("ports", values.list_of(port), None)
+    if "port" not in r.data and "ports" not in r.data:
+        r.error("", 'expected "port" or "ports"')
+    elif many == [] and one is None:
+        r.error("ports", "expected at least one port: with none, the probe would read 0 at "
+                         "once and the phase end before any connection is drained")
+    return tuple(many or ()) + ((one,) if one is not None else ())
+
+
+_PORTS = next(f for f in fields(ConnectionsProbe) if f.name == "ports")
+
+
+def _one_haproxy_target(r: Reader) -> None:
+    found = [key for key in ("socket", "address") if key in r.data]
+    if not found:
+        r.error("", 'expected "socket" (the path of HAProxy\'s stats socket) or "address" '
+                    '(its "HOST:PORT")')
+    elif len(found) == 2:
+        r.error("address", 'expected either "socket" or "address", not both')
+
+
+def read_probe(r: Reader, env: Env, kinds: tuple[str, ...] = tuple(PROBES)) -> Probe | None:
+    before = len(r.problems)
+    kind = _kind(r, kinds)
+    if kind is None:
+        return None
+    given: dict[str, Any] = {}
+    if PROBES[kind] is ConnectionsProbe:
+        given["ports"] = _ports(r, env)
+    if kind == "haproxy":
+        _one_haproxy_target(r)
+    return read_record(r, PROBES[kind], env, given, before=before)
+
+
+_NAME_RULE: str = next(f for f in fields(Hook) if f.name == "name").metadata["rule"]
+
+
+def _read_hook(r: Reader, index: int, env: Env) -> Hook | None:
+    before = len(r.problems)
+    kind = _kind(r, tuple(HOOKS))
+    if kind is None:
+        r.seen.update(r.data)  # no point reporting unknown keys of an unknown kind
+        return None
+    if kind == "haproxy":
+        _one_haproxy_target(r)
+    return read_record(r, HOOKS[kind], env, before=before,
+                       fallback={"name": _NAME_RULE.format(type=kind, n=index + 1)})
+
+
+def _read_hook_phase(r: Reader, env: Env) -> HookPhase | None:
+    raw_hooks = r.data.get("hooks", [])
+    r.seen.add("hooks")
+    hooks: list[Hook] = []
+    if not isinstance(raw_hooks, list):
+        r.error("hooks", f"expected an array of tables ([[...hooks]]), got {describe(raw_hooks)}")
+        raw_hooks = []
+    if len(raw_hooks) > MAX_HOOKS:
+        r.error("hooks", f"expected at most {MAX_HOOKS} hooks, got {len(raw_hooks)}")
+    names: set[str] = set()
+    for i, raw in enumerate(raw_hooks[:MAX_HOOKS]):
+        hr = Reader(raw, f"{r.path}.hooks[{i}]", r.problems, r.labels)
+        hook = _read_hook(hr, i, env)
+        if hook is None:
+            continue
+        if hook.name in names:
+            hr.error("name", f"duplicate hook name {hook.name!r} in this phase")
+        names.add(hook.name)
+        hooks.append(hook)
+    return read_record(r, HookPhase, env, {"hooks": tuple(hooks)})
+
+
+def _read_propagate(r: Reader, env: Env) -> PropagateConfig | None:
+    before = len(r.problems)
+    adaptive = sorted(k for k in ("quiet", "min", "max", "probe", "interval") if k in r.data)
+    if "sleep" in r.data and adaptive:
+        r.error("sleep", f"expected either a fixed sleep or an adaptive wait "
+                         f"({', '.join(adaptive)}), not both")
+    probe = read_probe(r.table("probe"), env, PROPAGATE_PROBES) if "probe" in r.data else None
+    cfg = read_record(r, PropagateConfig, env, {"probe": probe}, before=before)
+    if cfg is not None and cfg.min > cfg.max:
+        r.error("min", f"expected at most max ({cfg.max:g}s), got {cfg.min:g}s")
+    if cfg is not None and cfg.quiet > cfg.max:
+        r.error("quiet", f"expected at most max ({cfg.max:g}s), got {cfg.quiet:g}s")
+    return cfg
+
+
+def _read_drain(r: Reader, env: Env) -> DrainConfig | None:
+    before = len(r.problems)
+    probe = None
+    if "probe" in r.data:
+        probe = read_probe(r.table("probe"), env, DRAIN_PROBES)
+    else:
+        r.require("probe", _DRAIN_PROBE_EXPECT)
+    return read_record(r, DrainConfig, env, {"probe": probe}, before=before)
+
+
+_DRAIN_PROBE_EXPECT: str = next(
+    f for f in fields(DrainConfig) if f.name == "probe").metadata["expect"]
+
+
+def read_plan(sd: Reader, env: Env = None) -> Plan:
+    """Read the phase tables of [shutdown] (the caller reads its own keys).
+
+    A phase with a problem is left out; the problem is in sd.problems, so the
+    caller raises rather than run this plan.
+    """
+    phases: dict[str, Any] = {}
+    for name in HOOK_PHASES:
+        if name in sd.data:
+            phases[name] = _read_hook_phase(sd.table(name), env) or HookPhase()
+    propagate = sd.table("propagate") if "propagate" in sd.data else None
+    if propagate is not None:
+        phases["propagate"] = _read_propagate(propagate, env)
+    if "drain" in sd.data:
+        phases["drain"] = _read_drain(sd.table("drain"), env)
+    plan = Plan(**phases)
+    if propagate is not None and propagate.is_table and "sleep" not in propagate.data \
+            and "probe" not in propagate.data:
+        # An adaptive wait with no probe of its own watches the drain probe, when that
+        # one can also count new traffic.
+        drain_probe = plan.drain.probe if plan.drain is not None else None
+        if not isinstance(drain_probe, COUNTING_PROBES):
+            propagate.error("", "an adaptive wait needs a probe: set shutdown.propagate.probe, "
+                                "or sleep for a fixed wait, or use a connections or haproxy "
+                                "probe in shutdown.drain (it is watched too)")
+    return plan
