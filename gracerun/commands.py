@@ -105,10 +105,16 @@ def prestop(argv: list[str]) -> int:
     parser.add_argument("-c", "--config", metavar="FILE")
     parser.add_argument("--socket", metavar="PATH", help="control socket (default: "
                         f"control.socket, ${config.CONTROL_SOCKET_ENV}, "
-                        f"{config.DEFAULT_CONTROL_SOCKET})")
+                        f"{config.default_control_socket()})")
     parser.add_argument("--timeout", type=_grace_period, default=None, metavar="DURATION",
-                        help="give up after this long (default: the budget + 5s)")
+                        help="give up after this long, more than 0 (default: the budget "
+                             "+ 5s)")
     ns = parser.parse_args(argv)
+    if ns.timeout is not None and ns.timeout <= 0:
+        # A preStop hook that does not wait is a blind trigger: the kubelet's SIGTERM
+        # would follow at once, which is what running without prestop already does.
+        raise UsageError("argument --timeout: must be more than 0, got "
+                         f"{ns.timeout:g} (see 'gracerun prestop --help')")
     path = ns.socket
     cfg = None
     if path is None:

@@ -181,7 +181,7 @@ def test_control_socket_rule() -> None:
     assert rule(None, pid1=False, environ={rule.env: "/env.sock"}) == "/env.sock"
     assert rule(None, pid1=True, environ={}) == rule.path == config.DEFAULT_CONTROL_SOCKET
     assert rule(None, pid1=False, environ={}) is None
-    assert rule.text == f"${rule.env}, else {rule.path} when PID 1, else off"
+    assert rule.text.startswith(f"${rule.env}, else when PID 1 {rule.path} as root, ")
 
 
 def test_stop_signal_rule() -> None:

@@ -477,8 +477,8 @@ def test_https(certificate: tuple[Path, Path]) -> None:
 
 
 def test_imports_stay_light() -> None:
-    """Importing the client loads nothing beyond asyncio, urllib.parse and dataclasses,
-    so gracerun starts as fast as it can."""
+    """Importing the client loads nothing beyond asyncio, urllib.parse and dataclasses
+    (and the redaction helper), so gracerun starts as fast as it can."""
     code = (
         "import sys, asyncio, urllib.parse, dataclasses; before = set(sys.modules);"
         "import gracerun.clients.http; print(sorted(set(sys.modules) - before))"
@@ -487,4 +487,90 @@ def test_imports_stay_light() -> None:
                          check=True, timeout=30, cwd=Path(__file__).parent.parent)  # fmt: skip
     loaded = set(ast.literal_eval(out.stdout))
     assert loaded <= {"__future__", "gracerun", "gracerun.errors", "gracerun.clients",
-                      "gracerun.clients.http"}
+                      "gracerun.clients.http", "gracerun.observe", "gracerun.observe.redact"}
+
+
+# ------------------------------------------------- one deadline for everything
+
+
+@pytest.fixture
+def trickling_server() -> Iterator[str]:
+    """Answers every request one byte every 0.2s (a valid response, if you wait 20s)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def handle(conn: socket.socket) -> None:
+        with conn:
+            conn.recv(65536)
+            for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 60\r\n\r\n" + b"x" * 60:
+                if stop.wait(0.2):  # the pace under test
+                    return
+                try:
+                    conn.sendall(bytes([byte]))
+                except OSError:
+                    return
+
+    def accept() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=handle, args=(conn,), daemon=True).start()
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}/slow"
+    stop.set()
+    listener.shutdown(socket.SHUT_RDWR)
+    listener.close()
+    thread.join(5)
+
+
+def test_timeout_bounds_a_trickled_answer(trickling_server: str) -> None:
+    """Every read gets a byte within 0.2s, so a per-read timeout never trips; the
+    request still ends at its 1s timeout."""
+    started = time.monotonic()
+    with pytest.raises(HttpError, match=r"timed out after 1s$"):
+        run(request("GET", trickling_server, timeout=1.0))
+    assert time.monotonic() - started < 1.3
+
+
+def test_timeout_bounds_a_resolver_that_never_answers(monkeypatch: pytest.MonkeyPatch
+                                                      ) -> None:
+    """Name lookup is inside the timeout: with getaddrinfo blocked (the standard loop
+    runs it in a thread), the request fails at its 0.5s timeout; the lookup is then
+    released so the thread can end.  (uvloop's own resolver is covered by the
+    dead-resolver scenarios in test_observe_push.py.)"""
+    release = threading.Event()
+    real = socket.getaddrinfo
+
+    def never(*args: Any, **kwargs: Any) -> Any:
+        release.wait(30)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", never)
+
+    async def scenario() -> float:
+        started = time.monotonic()
+        try:
+            with pytest.raises(HttpError, match=r"^GET http://registry.test/x\?\[redacted\]: "
+                                                r"timed out after 0.5s$"):
+                await request("GET", "http://registry.test/x?token=1", timeout=0.5)
+            return time.monotonic() - started
+        finally:
+            release.set()
+
+    assert run(scenario()) < 0.8
+
+
+def test_errors_carry_their_reason_without_the_request() -> None:
+    """Callers that name the request their own way (registry clients) take `reason`
+    rather than parsing the message, whose URL is redacted."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(HttpError) as info:
+        run(request("PUT", f"http://127.0.0.1:{port}/x?token=1", timeout=5))
+    assert info.value.reason == "connection refused"
+    assert str(info.value) == f"PUT http://127.0.0.1:{port}/x?[redacted]: connection refused"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import selectors
 import socket
 import subprocess
 import sys
@@ -192,7 +193,8 @@ def start(launcher: Launcher, tmp_path: Path) -> Callable[..., Run]:
     count = 0
 
     def run(toml: str, *flags: str, code: int = 0, wait_ready: bool = True,
-            port: int | None = None, loop: str = "uvloop") -> Run:
+            port: int | None = None, loop: str = "uvloop", wrap: tuple[str, ...] = ()
+            ) -> Run:
         nonlocal count
         count += 1
         port = port or free_port()
@@ -202,7 +204,7 @@ def start(launcher: Launcher, tmp_path: Path) -> Callable[..., Run]:
         cmd = [PY, str(script), str(record), f"http://127.0.0.1:{port}/ready", str(code),
                *flags]
         argv = gracerun("--config", str(config), cmd=cmd)
-        proc = launcher.start(["env", f"GRACERUN_LOOP={loop}", *argv])
+        proc = launcher.start([*wrap, "env", f"GRACERUN_LOOP={loop}", *argv])
         result = Run(proc, port, record, tmp_path)
         if wait_ready:
             proc.expect("^ready$")
@@ -542,3 +544,206 @@ budget = "1s"
     assert svg.read_text().startswith("<svg ") and "SIGKILL" in svg.read_text()
     rc, out, err = launcher.run([PY, "-m", "gracerun", "report", str(tmp_path / "nope.json")])
     assert rc == 2 and err == f"gracerun: error: report: {tmp_path}/nope.json: no such file\n"
+
+
+# ------------------------------------------------------------ hostile clients
+
+
+class IdleHolder(threading.Thread):
+    """Keeps `count` idle connections open to a port, opening a new one whenever the
+    server closes one (with `reconnect`), as someone trying to starve the endpoint
+    would; else opens `count` once and holds what is left of them."""
+
+    def __init__(self, port: int, count: int, reconnect: bool = True) -> None:
+        super().__init__(daemon=True)
+        self.port = port
+        self.count = count
+        self.reconnect = reconnect
+        self.stopping = threading.Event()
+        self.opened = 0
+        self.closed_by_server = 0
+        self.closed_order: list[int] = []  # which (in the order opened) the server closed
+        self.full = threading.Event()
+
+    def _open(self, sel: selectors.BaseSelector) -> None:
+        try:
+            sock = socket.create_connection(("127.0.0.1", self.port), timeout=1)
+        except OSError:
+            return
+        sock.setblocking(False)
+        sel.register(sock, selectors.EVENT_READ, self.opened)
+        self.opened += 1
+
+    def run(self) -> None:
+        with selectors.DefaultSelector() as sel:
+            while not self.stopping.is_set():
+                while ((len(sel.get_map()) < self.count and not self.stopping.is_set())
+                       and (self.reconnect or self.opened < self.count)):
+                    self._open(sel)
+                self.full.set()
+                for key, _ in sel.select(0.05):
+                    sock = key.fileobj
+                    assert isinstance(sock, socket.socket)
+                    try:
+                        data = sock.recv(1)
+                    except OSError:
+                        data = b""
+                    if not data:
+                        self.closed_order.append(key.data)
+                        sel.unregister(sock)
+                        sock.close()
+                        self.closed_by_server += 1
+            for key in list(sel.get_map().values()):
+                key.fileobj.close()  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+def test_idle_connections_do_not_starve_live(start: Callable[..., Run], loop: str) -> None:
+    """64 idle connections used to fill the endpoint, failing /live for 10s.
+    Steps:
+    1. Another client holds 80 idle connections open, reopening each the server
+       closes.
+    2. 60 requests to /live, one after another: every one answers 200 within 1s.
+    3. An idle connection is closed by the server within its header deadline
+       (HEADER_TIMEOUT, 2s) even when nothing needs its slot.
+    """
+    run = start(BASIC, loop=loop)
+    holder = IdleHolder(run.port, 80)
+    holder.start()
+    try:
+        assert holder.full.wait(10)
+        failures = live_requests(run.port, 60)
+        assert not failures, (f"{len(failures)} of 60 /live requests failed or were slow: "
+                              f"{failures[:5]}")
+    finally:
+        holder.stopping.set()
+        holder.join(10)
+    with socket.create_connection(("127.0.0.1", run.port), timeout=5) as idle:
+        began = time.monotonic()
+        assert idle.recv(1) == b""
+        assert 1.5 < time.monotonic() - began < 3.0
+    run.proc.send(15)
+    assert run.proc.wait() == 0
+
+
+@pytest.mark.parametrize(("name", "content"), [
+    ("100,000 [", b"[" * 100_000),
+    ("phase name not a string", json.dumps({
+        "schema": 1, "trigger": "x", "started_at": None, "budget_seconds": 1,
+        "duration_seconds": 1, "exit_code": 0, "service_exit_code": 0, "killed": False,
+        "phases": [{"name": 7, "start": 0, "duration": 1}], "hooks": []}).encode()),
+    ("NaN", b'{"schema": 1, "budget_seconds": NaN}'),
+])
+def test_a_tampered_state_file_is_one_warning(start: Callable[..., Run], tmp_path: Path,
+                                              name: str, content: bytes) -> None:
+    """A state file of 100,000 '[' crashed the start-up (RecursionError, exit 1, before
+    the service: a crash loop); a phase name that is not a string made /metrics answer
+    500 for the whole run.  Steps: start with the file in place: the service starts,
+    /metrics answers 200 without gracerun_last_shutdown_*, one warning; SIGTERM exits 0."""
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "last.json").write_bytes(content)
+    run = start(BASIC)
+    resp = get(run.port, "/metrics")
+    assert resp is not None and resp.status == 200
+    assert "gracerun_last_shutdown" not in resp.body
+    run.proc.send(15)
+    assert run.proc.wait() == 0
+    warnings = [line for line in run.proc.stderr.splitlines() if "warning" in line]
+    assert len(warnings) == 1 and "ignoring the previous state file" in warnings[0], warnings
+    assert "Traceback" not in run.proc.stderr
+
+
+def test_secrets_and_escapes_reach_no_output(launcher: Launcher, tmp_path: Path) -> None:
+    """A hook URL's token appeared verbatim in the log, the state file and the report;
+    a hook's output went raw to the terminal.  Steps:
+    1. deregister: an http hook to a refused port with ?token=SECRET in its URL, and an
+       exec hook that prints escape sequences (colour, window title, screen clear).
+    2. SIGTERM; gracerun exits 0.
+    3. No SECRET, and no ESC or BEL, in gracerun's log, the state file, `gracerun
+       report` (text) or the SVG; the path of the URL is still shown.
+    """
+    secret = "s3cr3t-T0KEN"
+    port = free_port()
+    config = tmp_path / "g.toml"
+    config.write_text(f"""
+[state]
+file = "{tmp_path}/last.json"
+[[shutdown.deregister.hooks]]
+type = "http"
+name = "registry"
+url = "http://127.0.0.1:{port}/nacos/v1/ns/instance?serviceName=app&token={secret}"
+timeout = "1s"
+[[shutdown.deregister.hooks]]
+type = "exec"
+name = "shout"
+command = ["printf", "\\\\033[31mred\\\\033]0;title\\\\007\\\\033[2J\\\\n"]
+""")
+    proc = launcher.start(gracerun("--config", str(config),
+                                   cmd=[PY, "-c", "import signal, time; "
+                                        "print('ready', flush=True); time.sleep(30)"]))
+    proc.expect("^ready$")
+    proc.send(15)
+    assert proc.wait() in (0, 143)
+    state_text = (tmp_path / "last.json").read_text()
+    rc, report_text, err = launcher.run([PY, "-m", "gracerun", "report",
+                                         str(tmp_path / "last.json")])
+    assert rc == 0, err
+    svg = tmp_path / "r.svg"
+    rc, _, err = launcher.run([PY, "-m", "gracerun", "report", str(tmp_path / "last.json"),
+                               "--format", "svg", "--output", str(svg)])
+    assert rc == 0, err
+    for where, text in (("log", proc.stderr), ("state file", state_text),
+                        ("report", report_text), ("svg", svg.read_text())):
+        assert secret not in text, f"the token leaked into the {where}:\n{text}"
+        assert "\x1b" not in text and "\x07" not in text, f"raw escapes in the {where}"
+    assert "/nacos/v1/ns/instance?[redacted]" in proc.stderr
+    assert "\\x1b[31mred\\x1b]0;title\\x07\\x1b[2J" in proc.stderr
+    assert "/nacos/v1/ns/instance?[redacted]" in report_text
+
+
+def live_requests(port: int, count: int) -> list[str]:
+    """`count` GET /live, one after another: what went wrong or took 1s or more."""
+    failures = []
+    for _ in range(count):
+        began = time.monotonic()
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+        try:
+            conn.request("GET", "/live")
+            resp = conn.getresponse()
+            outcome = f"{resp.status} {resp.read()!r}"
+        except OSError as exc:
+            outcome = repr(exc)
+        finally:
+            conn.close()
+        took = time.monotonic() - began
+        if outcome != "200 b'live\\n'" or took >= 1.0:
+            failures.append(f"{outcome} after {took:.3f}s")
+    return failures
+
+
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+def test_at_the_cap_the_oldest_idle_connection_makes_room(start: Callable[..., Run],
+                                                          loop: str) -> None:
+    """Steps:
+    1. gracerun with a descriptor limit of 200, so the endpoint holds 100 connections.
+    2. Another client opens 150 idle connections and keeps them: 50 of the oldest are
+       closed at once to make room, not the newest.
+    3. 60 requests to /live: every one answers 200 within 1s, each pushing out one
+       more of the idle connections.
+    """
+    run = start(BASIC, loop=loop, wrap=("prlimit", "--nofile=200:200", "--"))
+    holder = IdleHolder(run.port, 150, reconnect=False)
+    holder.start()
+    try:
+        assert holder.full.wait(10)
+        wait_for(lambda: holder.closed_by_server >= 50, what="50 connections closed")
+        assert sorted(holder.closed_order) == list(range(50))
+        failures = live_requests(run.port, 60)
+        assert not failures, (f"{len(failures)} of 60 /live requests failed or were slow: "
+                              f"{failures[:5]}")
+        wait_for(lambda: holder.closed_by_server >= 110, what="60 more connections closed")
+    finally:
+        holder.stopping.set()
+        holder.join(10)
+    run.proc.send(15)
+    assert run.proc.wait() == 0

@@ -159,7 +159,7 @@ def test_a_rolling_restart_leaves_every_instance_in_rotation(
         run.wait_log("phase ended", phase="register")
     for h, run, cfg, server in ((a, run_a, cfg_a, "web1"), (b, run_b, cfg_b, "web2")):
         new = restart(h, run, cfg)
-        wait_for(lambda: not hap.status(server).startswith(("DRAIN", "MAINT")),
+        wait_for(lambda server=server: not hap.status(server).startswith(("DRAIN", "MAINT")),
                  f"{server} put back in rotation")
         wait_for(lambda new=new, cfg=cfg: http_get(ready_url(new, cfg))[0] == 200,
                  "/ready after the start-up")
@@ -178,7 +178,7 @@ def test_without_restore_a_drained_server_stays_drained(
         pair: tuple[Harness, Harness, TwoServerHaproxy]) -> None:
     """The negative control: with `restore = false` the restarted A stays in DRAIN (the
     outage the start-up half exists to prevent)."""
-    a, b, hap = pair
+    a, _, hap = pair
     cfg_a = config(a, hap, "web1", restore=False)
     run_a = a.start(cfg_a)
     new = restart(a, run_a, cfg_a)

@@ -250,9 +250,7 @@ def _path(path: str) -> str:
 
 def _reason(exc: http.HttpError, method: str, url: str) -> str:
     """The HTTP client's message without its "METHOD URL: " prefix (the URL has a query)."""
-    text = str(exc)
-    prefix = f"{method} {url}: "
-    return text[len(prefix):] if text.startswith(prefix) else "request failed"
+    return exc.reason
 
 
 def _sample(body: bytes, content_type: str) -> str:

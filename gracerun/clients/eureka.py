@@ -216,9 +216,7 @@ def _expect(ep: Endpoint, what: str, resp: http.Response, status: int,
 
 def _reason(exc: http.HttpError, method: str, url: str) -> str:
     """The HTTP client's message without its "METHOD URL: " prefix (the URL has a query)."""
-    text = str(exc)
-    prefix = f"{method} {url}: "
-    return text[len(prefix):] if text.startswith(prefix) else "request failed"
+    return exc.reason
 
 
 def _sample(body: bytes, content_type: str) -> str:

@@ -26,6 +26,7 @@ import re
 from dataclasses import dataclass
 
 from gracerun.errors import GracerunError
+from gracerun.observe import redact
 
 MAX_ANSWER = 1024 * 1024  # `show stat` of one backend is a few kB per server
 
@@ -130,7 +131,7 @@ async def server_stats(target: str, backend: str, server: str, timeout: float) -
             try:
                 return ServerStats(scur=int(row[col["scur"]] or 0),
                                    stot=int(row[col["stot"]] or 0),
-                                   status=row[col["status"]],
+                                   status=redact.text(row[col["status"]], 100),
                                    qcur=int(row[col["qcur"]] or 0))
             except ValueError:
                 raise HaproxyError(f"haproxy {target}: {line}: bad numbers in the row of "
@@ -152,7 +153,7 @@ def _failure(answer: str) -> str:
     first = answer.lstrip().partition("\n")[0].strip()
     if first.startswith(_ERROR_STARTS) or " expects " in first:
         hint = next((h for k, h in _HINTS.items() if first.startswith(k)), "")
-        return first[:200] + hint
+        return redact.text(first, 200) + hint
     return ""
 
 
@@ -163,7 +164,7 @@ def _named(answer: str, backend: str, server: str, line: str) -> str:
         return f"no server {backend}/{server}"
     if first in ("No such backend.", "No such proxy.", "Can't find backend."):
         return f"no backend {backend}"
-    return f"{line}: {_failure(answer) or first[:200] or 'empty answer'}"
+    return f"{line}: {_failure(answer) or redact.text(first, 200) or 'empty answer'}"
 
 
 async def _request(target: str, line: str, timeout: float, max_bytes: int) -> str:

@@ -6,6 +6,9 @@ one request per connection (``Connection: close``): no pooling, no redirects, no
 decompression, no cookies. That keeps every request independent, which is what a shutdown
 sequence wants, and keeps this module short enough to read.
 
+URLs in messages are redacted (observe/redact.py: no userinfo, query or fragment), and the
+reason phrase of a response is escaped, since both end up in logs and the state file.
+
 Only ``asyncio``, ``urllib.parse`` and ``dataclasses`` are imported at the top: gracerun
 starts as PID 1 in front of the service, and start-up time is the service's start-up time.
 ``ssl`` is imported, and the default context (which loads the CA store) built, on the first
@@ -21,6 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from gracerun.errors import GracerunError
+from gracerun.observe import redact
 
 if TYPE_CHECKING:
     import ssl
@@ -47,13 +51,23 @@ _default_ssl_context: ssl.SSLContext | None = None
 class HttpError(GracerunError):
     """An HTTP request failed: bad URL, connection error, timeout or malformed response.
 
-    The message is one line naming the method and URL. A response with any status code,
-    4xx and 5xx included, is not an error: it is returned.
+    The message is one line naming the method and URL (redacted). ``reason`` is the same
+    without that "METHOD URL: " prefix ("connection refused", "timed out after 2s"), for
+    callers that name the request their own way. A response with any status code, 4xx and
+    5xx included, is not an error: it is returned.
     """
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = message if reason is None else reason
 
 
 class HttpTimeout(HttpError):
     """The request did not complete within its timeout."""
+
+
+def _failed(kind: type[HttpError], where: str, reason: str) -> HttpError:
+    return kind(f"{where}: {reason}", reason)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,32 +89,32 @@ def parse_url(url: str) -> tuple[str, str, int, str]:
     if not isinstance(url, str):
         raise HttpError(f"bad URL {url!r}: not a string")
     if any(c <= " " or c == "\x7f" for c in url):
-        raise HttpError(f"bad URL {_redact(url)!r}: contains whitespace or control characters")
+        raise HttpError(f"bad URL '{_redact(url)}': contains whitespace or control characters")
     try:
         parts = urllib.parse.urlsplit(url)
         port = parts.port
     except ValueError as exc:  # "Invalid IPv6 URL", "Port out of range 0-65535", ...
-        raise HttpError(f"bad URL {_redact(url)!r}: {exc}") from None
+        raise HttpError(f"bad URL '{_redact(url)}': {exc}") from None
     scheme = parts.scheme
     if scheme not in _DEFAULT_PORTS:
-        raise HttpError(f"bad URL {_redact(url)!r}: scheme must be http or https")
+        raise HttpError(f"bad URL '{_redact(url)}': scheme must be http or https")
     if parts.username is not None or parts.password is not None:
         raise HttpError(
-            f"bad URL {_redact(url)!r}: credentials in URLs are not supported,"
+            f"bad URL '{_redact(url)}': credentials in URLs are not supported,"
             " use an Authorization header"
         )
     host = parts.hostname
     if not host:
-        raise HttpError(f"bad URL {_redact(url)!r}: no host")
+        raise HttpError(f"bad URL '{_redact(url)}': no host")
     if port is None:
         port = _DEFAULT_PORTS[scheme]
     elif port == 0:
-        raise HttpError(f"bad URL {_redact(url)!r}: port 0")
+        raise HttpError(f"bad URL '{_redact(url)}': port 0")
     if not host.isascii():
         try:
             host = host.encode("idna").decode("ascii")
         except UnicodeError as exc:
-            raise HttpError(f"bad URL {_redact(url)!r}: bad host name: {exc}") from None
+            raise HttpError(f"bad URL '{_redact(url)}': bad host name: {exc}") from None
     target = urllib.parse.quote(parts.path or "/", safe=_PRINTABLE_ASCII)
     if parts.query:
         target += "?" + urllib.parse.quote(parts.query, safe=_PRINTABLE_ASCII)
@@ -120,7 +134,9 @@ async def request(
     """Send one request and return the response, whatever its status code.
 
     Everything (name resolution, connecting, TLS, sending, reading) shares one ``timeout``
-    in seconds. The connection is closed on every path out, cancellation included.
+    in seconds: one deadline for the whole request, not one per read, so neither a
+    resolver that never answers nor a peer that trickles its answer byte by byte can
+    stretch it. The connection is closed on every path out, cancellation included.
     ``headers`` may override ``Host``, ``User-Agent`` and ``Accept``; ``Connection``,
     ``Content-Length`` and ``Transfer-Encoding`` are set by the client and passed values
     are ignored. A response body larger than ``max_body`` bytes is an error. https uses
@@ -154,15 +170,15 @@ async def request(
         done = True
         return response
     except TimeoutError:
-        raise HttpTimeout(f"{where}: timed out after {timeout:g}s") from None
+        raise _failed(HttpTimeout, where, f"timed out after {timeout:g}s") from None
     except _ProtocolError as exc:
-        raise HttpError(f"{where}: malformed response: {exc}") from None
+        raise _failed(HttpError, where, f"malformed response: {exc}") from None
     except ConnectionRefusedError:
-        raise HttpError(f"{where}: connection refused") from None
+        raise _failed(HttpError, where, "connection refused") from None
     except (ConnectionResetError, BrokenPipeError):
-        raise HttpError(f"{where}: connection reset by peer") from None
+        raise _failed(HttpError, where, "connection reset by peer") from None
     except OSError as exc:  # resolution (gaierror), unreachable, TLS (ssl.SSLError) ...
-        raise HttpError(f"{where}: connection failed: {exc.strerror or exc}") from None
+        raise _failed(HttpError, where, f"connection failed: {exc.strerror or exc}") from None
     finally:
         if writer is not None:
             if done:
@@ -194,9 +210,9 @@ def _request_head(
     fields["accept"] = ("Accept", "*/*")
     for name, value in (headers or {}).items():
         if not name or not set(name) <= _TCHARS:
-            raise HttpError(f"{where}: bad header name {name!r}")
+            raise _failed(HttpError, where, f"bad header name {name!r}")
         if any(c in value for c in "\r\n\0"):
-            raise HttpError(f"{where}: bad value for header {name!r}")
+            raise _failed(HttpError, where, f"bad value for header {name!r}")
         if name.lower() not in _MANAGED_HEADERS:
             fields[name.lower()] = (name, value)
     if body is not None or method in _METHODS_WITH_CONTENT:
@@ -207,7 +223,7 @@ def _request_head(
     try:
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
     except UnicodeEncodeError:
-        raise HttpError(f"{where}: header values must be latin-1") from None
+        raise _failed(HttpError, where, "header values must be latin-1") from None
 
 
 async def _read_response(reader: asyncio.StreamReader, method: str, max_body: int) -> Response:
@@ -234,7 +250,8 @@ async def _read_response(reader: asyncio.StreamReader, method: str, max_body: in
         body = await _read_sized(reader, headers["content-length"], max_body)
     else:
         body = await _read_to_eof(reader, max_body)
-    return Response(status, reason.strip(), headers, body)
+    # The reason phrase is the peer's free text, bound for log lines: escaped.
+    return Response(status, redact.text(reason.strip(), 100), headers, body)
 
 
 async def _readline(reader: asyncio.StreamReader) -> str:
@@ -324,10 +341,5 @@ def _ssl_default_context() -> ssl.SSLContext:
 
 
 def _redact(url: str) -> str:
-    """The URL with any user:password removed, fit for messages and logs."""
-    scheme, sep, rest = url.partition("://")
-    end = min((i for i in map(rest.find, "/?#") if i >= 0), default=len(rest))
-    netloc = rest[:end]
-    if sep and "@" in netloc:
-        return f"{scheme}://***@{netloc.rpartition('@')[2]}{rest[end:]}"
-    return url
+    """The URL fit for messages and logs: no userinfo, query or fragment (observe/redact.py)."""
+    return redact.url(url)

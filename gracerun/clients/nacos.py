@@ -323,7 +323,7 @@ class Client:
                 continue
             except http.HttpError as exc:
                 # http's message is "METHOD URL: reason"; the URL carries the query string
-                reason = str(exc).removeprefix(f"{method} {url}: ").replace(url, "")
+                reason = exc.reason
                 failures.append(f"{_public(base)}: {reason}")
                 continue
             if answer.status in _FAILOVER_STATUSES and attempt + 1 < count:

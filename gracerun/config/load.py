@@ -32,7 +32,8 @@ PHASE_TABLES = ("notify", "deregister", "propagate", "drain")
 CONFIG_ENV = "GRACERUN_CONFIG"
 DEFAULT_CONFIG_PATH = "gracerun.toml"
 CONTROL_SOCKET_ENV = settings.CONTROL_SOCKET.env
-DEFAULT_CONTROL_SOCKET = settings.CONTROL_SOCKET.path  # used when PID 1 and nothing is set
+DEFAULT_CONTROL_SOCKET = settings.CONTROL_SOCKET.path  # root's, when PID 1 and unset
+default_control_socket = settings.CONTROL_SOCKET.default_path  # this user's (docs/security.md)
 # A configuration is a few kilobytes; anything near this is a mistake (a log file, a
 # device), and tomllib would hold it all in memory, several times over.
 MAX_CONFIG_BYTES = 1024 * 1024

@@ -50,13 +50,13 @@ class StopGraceRule:
 
 
 class ControlSocketRule:
-    """control.socket when it is not set: $`env`, else `path` as PID 1, else none."""
+    """control.socket when it is not set: $`env`, else default_path() as PID 1, else none."""
 
     __slots__ = ("env", "path")
 
     def __init__(self, env: str, path: str) -> None:
         self.env = env
-        self.path = path
+        self.path = path  # root's default
 
     def __call__(self, configured: str | None, pid1: bool,
                  environ: Mapping[str, str] | None = None) -> str | None:
@@ -65,11 +65,26 @@ class ControlSocketRule:
         from_env = (os.environ if environ is None else environ).get(self.env)
         if from_env:
             return from_env
-        return self.path if pid1 else None
+        return self.default_path(environ) if pid1 else None
+
+    def default_path(self, environ: Mapping[str, str] | None = None) -> str:
+        """In a directory only gracerun's user can create into (lifecycle/control.py
+        makes it 0700 and checks it): `path` as root (/tmp/gracerun-0/... where there is
+        no /run); another user's $XDG_RUNTIME_DIR/gracerun/..., else /tmp/gracerun-UID/...
+        `gracerun prestop` in the same container (same user) computes the same path."""
+        uid = os.geteuid()
+        name = os.path.basename(self.path)
+        if uid == 0 and os.path.isdir(os.path.dirname(os.path.dirname(self.path))):
+            return self.path
+        runtime = (os.environ if environ is None else environ).get("XDG_RUNTIME_DIR", "")
+        if uid != 0 and os.path.isabs(runtime):
+            return os.path.join(runtime, "gracerun", name)
+        return f"/tmp/gracerun-{uid}/{name}"
 
     @property
     def text(self) -> str:
-        return f"${self.env}, else {self.path} when PID 1, else off"
+        return (f"${self.env}, else when PID 1 {self.path} as root, $XDG_RUNTIME_DIR/gracerun/ "
+                f"or /tmp/gracerun-UID/ as another user (docs/security.md), else off")
 
 
 class StopSignalRule:
@@ -97,7 +112,8 @@ _EMPTY: Mapping[Any, Any] = MappingProxyType({})  # an immutable {} for defaults
 Rule = StopGraceRule | ControlSocketRule | StopSignalRule
 
 STOP_GRACE = StopGraceRule(cap=5.0, parts=4)
-CONTROL_SOCKET = ControlSocketRule(env="GRACERUN_CONTROL_SOCKET", path="/tmp/gracerun.sock")
+CONTROL_SOCKET = ControlSocketRule(env="GRACERUN_CONTROL_SOCKET",
+                                   path="/run/gracerun/control.sock")
 STOP_SIGNAL = StopSignalRule(stand_in=signal.SIGTERM)
 
 

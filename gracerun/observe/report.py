@@ -7,6 +7,11 @@ Both formats draw the same picture: one bar per phase against the budget,
 each phase's hooks beneath it (failed and timed-out ones marked), the budget
 end, and the SIGKILL when the budget ran out.  The SVG is written by hand (no
 dependencies), a few dozen elements a reader can open in any browser.
+
+The file may come from anywhere: state.load() checks every field's type and
+range and hands over strings already scrubbed (URLs redacted, control
+characters escaped), so neither a terminal nor an SVG viewer gets markup or
+escape sequences from it; a file that fails the checks is one error line.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from gracerun.errors import GracerunError, UsageError
-from gracerun.observe import state
+from gracerun.observe import redact, state
 
 CHART_COLUMNS = 50
 PHASE_COLOURS = {"notify": "#4e79a7", "deregister": "#76b7b2", "propagate": "#f28e2b",
@@ -39,17 +44,17 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--format", choices=("text", "svg"), default="text")
     parser.add_argument("--output", "-o", metavar="FILE", help="write here, not to stdout")
     ns = parser.parse_args(argv)
+    where = redact.text(ns.state_file)
     try:
         data = state.load(ns.state_file)
     except FileNotFoundError:
-        raise UsageError(f"report: {ns.state_file}: no such file") from None
+        raise UsageError(f"report: {where}: no such file") from None
     except IsADirectoryError:
-        raise UsageError(f"report: {ns.state_file}: is a directory") from None
+        raise UsageError(f"report: {where}: is a directory") from None
     except OSError as exc:
-        raise GracerunError(f"report: {ns.state_file}: {exc.strerror or exc}") from None
+        raise GracerunError(f"report: {where}: {exc.strerror or exc}") from None
     except state.StateFileError as exc:
-        raise GracerunError(f"report: {ns.state_file}: not a gracerun state file: {exc}"
-                            ) from None
+        raise GracerunError(f"report: {where}: not a gracerun state file: {exc}") from None
     shutdown = Shutdown.from_record(data)
     out = render_svg(shutdown) if ns.format == "svg" else render_text(shutdown)
     if ns.output:
@@ -101,15 +106,17 @@ class Shutdown:
 
     @classmethod
     def from_record(cls, r: dict[str, Any]) -> Shutdown:
+        """From a record as state.load() returns it (checked, strings scrubbed)."""
+        safe = redact.scrub  # again: a record built elsewhere gets the same treatment
         phases = []
         for p in r["phases"]:
-            bar = Bar(p["name"], float(p["start"]), float(p.get("duration") or 0.0),
-                      detail=str(p.get("reason", "")))
-            hooks = [Bar(h["name"], float(h["start"]), float(h["duration"]),
-                         str(h["outcome"]), str(h.get("detail", "")), str(h.get("kind", "")))
+            bar = Bar(safe(p["name"]), float(p["start"]), float(p.get("duration") or 0.0),
+                      detail=safe(p.get("reason", "")))
+            hooks = [Bar(safe(h["name"]), float(h["start"]), float(h["duration"]),
+                         safe(h["outcome"]), safe(h.get("detail", "")), safe(h.get("kind", "")))
                      for h in r["hooks"] if h["phase"] == p["name"]]
             phases.append((bar, hooks))
-        return cls(trigger=str(r.get("trigger", "")), started_at=r.get("started_at"),
+        return cls(trigger=safe(r.get("trigger", "")), started_at=r.get("started_at"),
                    budget=float(r["budget_seconds"]), duration=float(r["duration_seconds"]),
                    exit_code=r.get("exit_code"), service_exit_code=r.get("service_exit_code"),
                    killed=bool(r["killed"]), phases=phases)

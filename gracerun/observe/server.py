@@ -15,6 +15,17 @@ the middle of a callback to exit; the header bound is a buffer length check
 and the connection timeout one timer.  One request per connection
 (`Connection: close`) keeps the parser to a page.
 
+Why a liveness probe always gets an answer: a client has HEADER_TIMEOUT from
+its connection to a whole request head, and CONNECTION_TIMEOUT to be gone;
+the cap on open connections is high (MAX_CONNECTIONS, or half the descriptor
+limit), so that holding idle connections takes many of them; and at the cap a
+new connection is neither refused nor kept waiting: the oldest one still
+sending its head (an idle or slow client) is closed to make room.  A probe
+sends its request at once and is answered in the same loop turn that reads
+it.  (Why not a small cap with eviction alone: a client that reopens each
+connection we close would then churn the table so fast that a probe's own
+connection could be the oldest before its request is read.)
+
 /ready exists so that the load balancer stops sending work *before* the
 service is told to stop: it reads the lifecycle's state, which leaves READY
 at the shutdown's trigger, before any phase (and so before any signal) runs.
@@ -39,12 +50,24 @@ if TYPE_CHECKING:
 
 MAX_HEAD_BYTES = 8 * 1024  # request line and headers
 MAX_HEADER_LINES = 64
-CONNECTION_TIMEOUT = 10.0  # the whole connection, slow clients included
-MAX_CONNECTIONS = 64
+HEADER_TIMEOUT = 2.0  # from the connection to a whole request head
+CONNECTION_TIMEOUT = 10.0  # the whole connection, a slow reader of the answer included
+MAX_CONNECTIONS = 1024  # and at most half of RLIMIT_NOFILE (see connection_limit())
 _END_OF_HEAD = re.compile(rb"\r?\n\r?\n")
 _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
             431: "Request Header Fields Too Large", 500: "Internal Server Error",
             503: "Service Unavailable"}
+
+
+def connection_limit() -> int:
+    """How many connections the endpoint holds at once: MAX_CONNECTIONS, or half the
+    soft descriptor limit if that is lower (the rest is for gracerun's other uses)."""
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return MAX_CONNECTIONS
+    return max(8, min(MAX_CONNECTIONS, soft // 2))
 
 
 def parse_listen(addr: str) -> tuple[str | None, int]:
@@ -61,7 +84,9 @@ class Server:
     def __init__(self, sup: Supervisor, registry: CollectorRegistry) -> None:
         self.sup = sup
         self.registry = registry
-        self.connections: set[_Connection] = set()
+        # Insertion-ordered: the first is the oldest (see _Connection.connection_made).
+        self.connections: dict[_Connection, None] = {}
+        self.max_connections = connection_limit()
         self._server: Any = None
 
     # ------------------------------------------------------------ lifecycle
@@ -170,12 +195,24 @@ class _Connection(asyncio.Protocol):
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
-        if len(self.server.connections) >= MAX_CONNECTIONS:
-            transport.abort()
-            return
-        self.server.connections.add(self)
+        connections = self.server.connections
+        if len(connections) >= self.server.max_connections:
+            # Room for the newcomer at the expense of the oldest client still
+            # sending its head (else the oldest of all): see the module docstring.
+            victim = next((c for c in connections if not c.answered), None)
+            victim = victim or next(iter(connections))
+            victim.abort()
+            connections.pop(victim, None)
+        connections[self] = None
         loop = asyncio.get_running_loop()
-        self.timer = loop.call_later(CONNECTION_TIMEOUT, self.abort)
+        self.timer = loop.call_later(HEADER_TIMEOUT, self._head_timeout)
+
+    def _head_timeout(self) -> None:
+        if self.answered:  # still writing the answer to a slow reader: its own deadline
+            loop = asyncio.get_running_loop()
+            self.timer = loop.call_later(CONNECTION_TIMEOUT - HEADER_TIMEOUT, self.abort)
+        else:
+            self.abort()
 
     def data_received(self, data: bytes) -> None:
         if self.answered:
@@ -210,4 +247,4 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self.timer is not None:
             self.timer.cancel()
-        self.server.connections.discard(self)
+        self.server.connections.pop(self, None)

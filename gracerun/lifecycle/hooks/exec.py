@@ -15,6 +15,7 @@ from gracerun.core.log import event
 from gracerun.core.service import Service
 from gracerun.core.spawn import Child, Redirect
 from gracerun.lifecycle.hooks import HookFailed
+from gracerun.observe import redact
 
 RECORD = ExecHook  # the config record of this kind (see KINDS in __init__.py)
 
@@ -39,7 +40,7 @@ async def _pump_output(fd: int, hook_name: str) -> None:
                 continue
             if not line:
                 return
-            text = line[:_MAX_LINE].decode(errors="replace").rstrip()
+            text = redact.scrub(line[:_MAX_LINE].decode(errors="replace").rstrip())
             event(logging.INFO, "hook output", hook=hook_name, line=text)
         while chunk := await reader.read(65536):  # ends at EOF; cancelled at hook end
             dropped += chunk.count(b"\n")

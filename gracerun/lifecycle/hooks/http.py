@@ -6,6 +6,7 @@ from gracerun.clients import http as httpclient
 from gracerun.config.plan import HttpHook
 from gracerun.core.service import Service
 from gracerun.lifecycle.hooks import HookFailed, HookTimedOut
+from gracerun.observe import redact
 
 RECORD = HttpHook  # the config record of this kind (see KINDS in __init__.py)
 
@@ -30,6 +31,7 @@ async def run(hook: HttpHook, service: Service) -> str:
         timed_out = False
         if _accepted(hook, resp.status):
             return f"HTTP {resp.status} after {attempt + 1} attempt(s)"
-        last = f"{hook.method} {hook.url}: unexpected status {resp.status} {resp.reason}"
+        last = (f"{hook.method} {redact.url(hook.url)}: unexpected status {resp.status} "
+                f"{resp.reason}")
     error = HookTimedOut if timed_out else HookFailed
     raise error(f"{last} (after {hook.retries + 1} attempt(s))")

@@ -14,6 +14,7 @@ from gracerun.clients import http as httpclient
 from gracerun.config.plan import HttpProbe
 from gracerun.core.service import Service
 from gracerun.lifecycle.probes import ProbeError
+from gracerun.observe import redact
 
 RECORD = HttpProbe  # the config record of this kind (see KINDS in __init__.py)
 
@@ -44,17 +45,18 @@ async def read(probe: HttpProbe) -> float:
     if probe.value == "status":
         return 0.0 if resp.status in probe.ok_status else 1.0
     if resp.status not in probe.ok_status:
-        raise ProbeError(f"GET {probe.url}: status {resp.status}")
+        raise ProbeError(f"GET {redact.url(probe.url)}: status {resp.status}")
     if probe.field:
         try:
             value = json.loads(resp.body)[probe.field]
             return float(value)
         except (ValueError, KeyError, TypeError, OverflowError):
-            raise ProbeError(f"GET {probe.url}: no number in JSON field {probe.field!r}") from None
+            raise ProbeError(f"GET {redact.url(probe.url)}: no number in JSON field "
+                             f"{probe.field!r}") from None
     m = _NUMBER.search(resp.body[:4096])
     if m is None:
-        raise ProbeError(f"GET {probe.url}: expected a number in the body")
+        raise ProbeError(f"GET {redact.url(probe.url)}: expected a number in the body")
     try:
         return float(m.group())
     except OverflowError:
-        raise ProbeError(f"GET {probe.url}: number out of range") from None
+        raise ProbeError(f"GET {redact.url(probe.url)}: number out of range") from None
