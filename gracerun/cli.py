@@ -139,6 +139,9 @@ def _take_over_process() -> None:
 
 def _exit_now(code: int) -> None:
     """Exit without interpreter teardown (~9 ms): all that matters is flushed."""
+    log = sys.modules.get("gracerun.core.log")
+    if log is not None:
+        log.flush()  # bounded: a stalled stderr must not hold up the exit
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
