@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+from pathlib import Path
 
 import pytest
 from helpers import (
@@ -206,6 +207,45 @@ def test_nohup_sighup_is_forwarded_and_the_service_survives(launcher: Launcher,
     assert st is not None and st.state not in "ZX", "the service died of the forwarded SIGHUP"
     os.kill(pid, signal.SIGTERM)
     assert proc.wait() == 143
+
+
+def nice_of(pid: int) -> int:
+    """The nice value, field 19 of /proc/PID/stat."""
+    with open(f"/proc/{pid}/stat") as fh:
+        return int(fh.read().rpartition(")")[2].split()[16])
+
+
+def test_hooks_start_clean_and_nicer(launcher: Launcher, tmp_path: Path) -> None:
+    """The service gets what gracerun inherited; gracerun's own helpers do not.
+
+    Steps:
+    1. gracerun, started with the dirty signal state (launch.py --dirty), runs
+       sleep with a notify-phase exec hook that copies its /proc/self/status and
+       /proc/self/stat to files;
+    2. the service has the inherited state, and gracerun's own nice value (it
+       raised its priority: we are root) did not leak into it: nice 0;
+    3. SIGTERM runs the hook: its SigIgn and SigBlk are 0 (clean defaults) and
+       its nice value is 10 (spawn.HELPER_NICE), so that busy hooks cannot starve
+       gracerun's timers; the service then gets SIGTERM: 143.
+    """
+    status_file, stat_file = tmp_path / "hook.status", tmp_path / "hook.stat"
+    config = tmp_path / "hooks.toml"
+    config.write_text(
+        '[[shutdown.notify.hooks]]\ntype = "exec"\n'
+        f'command = ["sh", "-c", "cat /proc/self/status > {status_file}; '
+        f'cat /proc/self/stat > {stat_file}"]\n')
+    proc, child = start_sleep_service(launcher, False, "--dirty",
+                                      opts=("--config", str(config)))
+    assert int(status(child.pid)["SigBlk"], 16) == mask(signal.SIGUSR1, signal.SIGALRM, RTMIN + 1)
+    assert nice_of(child.pid) == 0
+    assert nice_of(proc.pid) < 0
+    proc.send(signal.SIGTERM)
+    assert proc.wait() == 143
+    fields = dict(line.split(":\t", 1) for line in status_file.read_text().splitlines()
+                  if ":\t" in line)
+    assert int(fields["SigIgn"], 16) == 0, fields["SigIgn"]
+    assert int(fields["SigBlk"], 16) == 0, fields["SigBlk"]
+    assert int(stat_file.read_text().rpartition(")")[2].split()[16]) == 10
 
 
 # ----------------------------------------------------------------- forwarding

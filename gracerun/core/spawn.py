@@ -60,6 +60,8 @@ RESETTABLE_SIGNALS = tuple(
     s for s in sorted(signal.valid_signals()) if s not in (signal.SIGKILL, signal.SIGSTOP)
 )
 _ALL_SIGNALS = signal.valid_signals()
+# Helpers (hooks, probes: Child) run this much nicer than the service.
+HELPER_NICE = 10
 
 
 class Redirect(NamedTuple):
@@ -266,6 +268,11 @@ class Child:
     No asyncio import here: the future comes from the loop passed in, so the
     core stays loadable without asyncio (see loop.py).  A wait that is
     cancelled (a hook's timeout) kills the child's group before it returns.
+
+    Helpers are gracerun's own tools, not the service: they start clean (every
+    signal at its default action, an empty mask, whatever gracerun inherited)
+    and HELPER_NICE lower in priority than the service, so that a hundred
+    CPU-heavy hooks cannot starve gracerun's timers (the budget, the stop grace).
     """
 
     def __init__(self, pid: int, future: Any) -> None:
@@ -281,7 +288,7 @@ class Child:
         Raises LaunchError as spawn() does.
         """
         future = loop.create_future()
-        pid = spawn(argv, env=env, cwd=cwd, redirect=redirect)
+        pid = spawn(argv, env=env, cwd=cwd, redirect=redirect, inherit=False, nice=HELPER_NICE)
 
         def exited(_pid: int, code: int) -> None:
             if not future.done():
