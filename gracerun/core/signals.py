@@ -21,8 +21,11 @@ order the kernel handed them out, as ordinary code.  Why not the others:
   is forwarded like any other, while the kernel delivers a genuine fault
   (force_sig_fault) to the faulting thread after unblocking it and resetting
   it to SIG_DFL (kernel/signal.c, force_sig_info_to_task), so gracerun still
-  dies of it with a core-dump status.  abort(3) unblocks SIGABRT and raises it
-  at its own thread: fatal too.  tests/test_pid1_faults.py shows both.
+  dies of it with a core-dump status, even as PID 1 (the kernel lifts init's
+  protection for a fault it forces).  abort(3) unblocks SIGABRT and raises it
+  at its own thread: fatal too (as PID 1 the kernel drops that SIGABRT and
+  glibc's last resort, a faulting instruction, ends it with SIGSEGV).
+  tests/test_pid1_faults.py shows all of it.
 - Blocked signals are never discarded at generation time, whatever their
   disposition (kernel/signal.c, sig_ignored): a SIGHUP under `nohup` (SIG_IGN
   inherited) and, as PID 1, a signal left at SIG_DFL (which the kernel drops
