@@ -8,10 +8,12 @@ sweep (for processes that left the group with setsid) comes after.
 
 from __future__ import annotations
 
+import json
 import os
 import select
 import signal
 import time
+from pathlib import Path
 
 import pytest
 from helpers import MODES, Launcher, alive, child_by_nspid, gracerun, prog, wait_for
@@ -112,3 +114,47 @@ def test_budget_kill_on_time_under_cpu_load(launcher: Launcher, mode: str) -> No
     assert proc.wait(30) == 137
     print(f"the service died {late:.3f}s after the budget")
     assert late < 0.3, f"the budget's SIGKILL came {late:.3f}s late"
+
+
+HOOKS = 100
+
+
+@pytest.mark.xfail(strict=False, reason=(
+    "needs supervisor change: the pipeline starts its 100 hooks in one loop turn and "
+    "each Child.start waits for its exec, so the loop is blocked 1-4 s under this load "
+    "and the pre-stop deadline and the budget fire late; passes when the spawning "
+    "happens to finish before 2 s, hence not strict"))
+def test_busy_hooks_do_not_delay_the_stop_and_kill_phases(launcher: Launcher,
+                                                          tmp_path: Path) -> None:
+    """100 parallel CPU-heavy exec hooks made the kill phase start at 5.6 s instead
+    of 3 s, and the stop phase was skipped (the service got SIGKILL, never its
+    stop signal).  Hooks now run nice +10 (set once they have exec'd), gracerun
+    itself nice -5 (when allowed).
+
+    Steps:
+    1. pinned to one CPU (launch.py --cpu), gracerun --budget 3s --stop-grace 1s
+       runs the recorder, with 100 parallel notify hooks that spin forever;
+    2. SIGTERM: the hooks spin until the pre-stop deadline (budget - stop grace
+       = 2 s) cancels them;
+    3. the stop phase starts by 2.3 s and the service records its SIGTERM; the
+       kill phase starts by 3.3 s; gracerun exits 137.
+    """
+    config = tmp_path / "busy.toml"
+    config.write_text('[shutdown.notify]\nparallel = true\n' + ''.join(
+        f'[[shutdown.notify.hooks]]\ntype = "exec"\nname = "spin{i}"\n'
+        'command = ["sh", "-c", "while :; do :; done"]\ntimeout = "30s"\n'
+        for i in range(HOOKS)))
+    cpu = min(os.sched_getaffinity(0))
+    argv = gracerun("--config", str(config), "--budget", "3s", "--stop-grace", "1s",
+                    "--log-format", "json", cmd=prog("sigrecorder.py"))
+    proc = launcher.start(prog("launch.py", "--cpu", cpu, "--", *argv))
+    proc.expect(r"^ready pid=\d+")
+    proc.send(signal.SIGTERM)
+    rc = proc.wait(20)
+    starts = {e["phase"]: e["at"] for e in map(json.loads, proc.err.lines)
+              if e.get("msg") == "phase started"}
+    print(f"stop phase at {starts.get('stop')}, kill phase at {starts.get('kill')}")
+    assert proc.out.matching("^signal SIGTERM role=main "), f"no stop signal: {starts}"
+    assert rc == 137
+    assert starts["stop"] < 2.3, starts
+    assert starts["kill"] < 3.3, starts

@@ -27,10 +27,11 @@ exec.  So the child is forked, and before exec it:
     tcsetpgrp(tty, its group)     with a terminal: the foreground (SIGTTOU is
                                   still ignored, inherited from gracerun)
     dup2 / close / chdir          redirections, closed stdio, working directory
-    setpriority                   the inherited nice value (+ `nice`)
     SIG_IGN / SIG_DFL each signal handlers become SIG_DFL at exec anyway; this
                                   sets what exec keeps: SIG_IGN
     the signal mask               gracerun blocks everything around the fork
+    setpriority                   the inherited nice value (a helper's `nice` is
+                                  applied by gracerun once the exec is done)
 
 All signals are blocked in gracerun across the fork, so nothing can run in
 the child before its state is set.  Errors before exec come back through a
@@ -85,7 +86,7 @@ class _Plan(NamedTuple):
     tty_fd: int | None
     redirect: Redirect
     close: frozenset[int]  # fds 0-2 to close (gracerun found them closed)
-    priority: int | None  # the nice value to set, None to keep gracerun's
+    priority: int | None  # the nice value to set before exec, None to keep gracerun's
     signals: SignalState
 
 
@@ -118,13 +119,11 @@ def spawn(
     command = list(argv)
     environ = dict(os.environ if env is None else env)
     _check(command, environ, cwd)
-    base = linux.inherited_nice()
-    if nice:
-        base = os.getpriority(os.PRIO_PROCESS, 0) if base is None else base
-        base = min(19, base + nice)
+    base = linux.inherited_nice()  # None: gracerun runs at the nice value it inherited
     redirected = {t for t, fd in zip((0, 1, 2), redirect, strict=True) if fd is not None}
     plan = _Plan(command, environ, cwd, new_group, tty_fd, redirect,
-                 linux.closed_stdio() - redirected if inherit else frozenset(), base,
+                 linux.closed_stdio() - redirected if inherit else frozenset(),
+                 base if not nice else None,
                  signals.inherited() if inherit else signals.CLEAN)
     try:
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
@@ -151,6 +150,10 @@ def spawn(
     finally:
         os.close(err_r)
     if not report:
+        if nice:
+            # Only now, from here: at a low priority among busy hooks, the child's
+            # way to exec (which we wait for) took up to 100 ms per launch.
+            _renice(pid, (os.getpriority(os.PRIO_PROCESS, 0) if base is None else base) + nice)
         return pid
     # The child failed before exec and has exited 127; the reaper collects it.
     code, stage = int.from_bytes(report[:4], "little"), report[4:5]
@@ -202,11 +205,6 @@ def _child(plan: _Plan, err_w: int) -> None:
             stage = b"C"
             os.chdir(plan.cwd)
             stage = b"E"
-        if plan.priority is not None:
-            try:
-                os.setpriority(os.PRIO_PROCESS, 0, plan.priority)
-            except OSError:
-                pass  # a nicer value is always allowed; going back up may not be
         ignored = plan.signals.ignored
         for signum in RESETTABLE_SIGNALS:
             try:
@@ -215,6 +213,8 @@ def _child(plan: _Plan, err_w: int) -> None:
                 pass
         signal.set_wakeup_fd(-1)
         signal.pthread_sigmask(signal.SIG_SETMASK, plan.signals.blocked)
+        if plan.priority is not None:
+            _renice(0, plan.priority)
         os.execvpe(plan.argv[0], plan.argv, plan.env)
     except OSError as exc:
         os.write(err_w, (exc.errno or errno.EINVAL).to_bytes(4, "little") + stage)
@@ -226,6 +226,13 @@ def _child(plan: _Plan, err_w: int) -> None:
 
 
 _MAX_DETAIL = 512
+
+
+def _renice(pid: int, value: int) -> None:
+    try:
+        os.setpriority(os.PRIO_PROCESS, pid, max(-20, min(19, value)))
+    except OSError:
+        pass  # gone already, or going back up is not allowed: it keeps gracerun's
 
 
 def _read_report(fd: int) -> bytes:
