@@ -20,6 +20,7 @@ from helpers import (
     Proc,
     Stat,
     children,
+    cmdline,
     gracerun,
     prog,
     signame,
@@ -220,32 +221,31 @@ def test_hooks_start_clean_and_nicer(launcher: Launcher, tmp_path: Path) -> None
 
     Steps:
     1. gracerun, started with the dirty signal state (launch.py --dirty), runs
-       sleep with a notify-phase exec hook that copies its /proc/self/status and
-       /proc/self/stat to files;
+       `sleep 1000` with a notify-phase exec hook that becomes `sleep 999`;
     2. the service has the inherited state, and gracerun's own nice value (it
        raised its priority: we are root) did not leak into it: nice 0;
-    3. SIGTERM runs the hook: its SigIgn and SigBlk are 0 (clean defaults) and
-       its nice value is 10 (spawn.HELPER_NICE), so that busy hooks cannot starve
-       gracerun's timers; the service then gets SIGTERM: 143.
+    3. SIGTERM starts the hook: its SigIgn and SigBlk are 0 (clean defaults), and
+       its nice value becomes 10 (spawn.HELPER_NICE), so that busy hooks cannot
+       starve gracerun's timers;
+    4. a second SIGTERM skips to the stop phase (the hook is killed): 143.
     """
-    status_file, stat_file = tmp_path / "hook.status", tmp_path / "hook.stat"
     config = tmp_path / "hooks.toml"
-    config.write_text(
-        '[[shutdown.notify.hooks]]\ntype = "exec"\n'
-        f'command = ["sh", "-c", "cat /proc/self/status > {status_file}; '
-        f'cat /proc/self/stat > {stat_file}"]\n')
+    config.write_text('[[shutdown.notify.hooks]]\ntype = "exec"\n'
+                      'command = ["sh", "-c", "exec sleep 999"]\ntimeout = "60s"\n')
     proc, child = start_sleep_service(launcher, False, "--dirty",
-                                      opts=("--config", str(config)))
+                                      opts=("--config", str(config), "-t", "120"))
     assert int(status(child.pid)["SigBlk"], 16) == mask(signal.SIGUSR1, signal.SIGALRM, RTMIN + 1)
     assert nice_of(child.pid) == 0
     assert nice_of(proc.pid) < 0
     proc.send(signal.SIGTERM)
-    assert proc.wait() == 143
-    fields = dict(line.split(":\t", 1) for line in status_file.read_text().splitlines()
-                  if ":\t" in line)
+    hook = wait_for(lambda: [c.pid for c in children(proc.pid)
+                             if cmdline(c.pid) == ["sleep", "999"]], what="the hook")[0]
+    fields = status(hook)
     assert int(fields["SigIgn"], 16) == 0, fields["SigIgn"]
     assert int(fields["SigBlk"], 16) == 0, fields["SigBlk"]
-    assert int(stat_file.read_text().rpartition(")")[2].split()[16]) == 10
+    wait_for(lambda: nice_of(hook) == 10, what="the hook at nice 10")
+    proc.send(signal.SIGTERM)
+    assert proc.wait() == 143
 
 
 # ----------------------------------------------------------------- forwarding

@@ -106,7 +106,9 @@ def spawn(
     `inherit`: the process gets the signal state, closed stdio and nice value
     gracerun inherited (the service); False: default signal dispositions and
     an empty mask (hooks and helpers).  `nice` is added to the inherited nice
-    value (e.g. 10 for hooks, so that they cannot starve gracerun's timers).
+    value (e.g. 10 for hooks, so that they cannot starve gracerun's timers)
+    and set on the child's group (its process, without `new_group`) once
+    it has exec'd.
 
     Raises LaunchError with exit code 127 (not found, or an empty name) or
     126 (found but not executable, an argument or environment that cannot be
@@ -152,8 +154,10 @@ def spawn(
     if not report:
         if nice:
             # Only now, from here: at a low priority among busy hooks, the child's
-            # way to exec (which we wait for) took up to 100 ms per launch.
-            _renice(pid, (os.getpriority(os.PRIO_PROCESS, 0) if base is None else base) + nice)
+            # way to exec (which we wait for) took up to 100 ms per launch.  The
+            # whole group, so that what it forked meanwhile is included.
+            value = (os.getpriority(os.PRIO_PROCESS, 0) if base is None else base) + nice
+            _renice(os.PRIO_PGRP if new_group else os.PRIO_PROCESS, pid, value)
         return pid
     # The child failed before exec and has exited 127; the reaper collects it.
     code, stage = int.from_bytes(report[:4], "little"), report[4:5]
@@ -214,7 +218,7 @@ def _child(plan: _Plan, err_w: int) -> None:
         signal.set_wakeup_fd(-1)
         signal.pthread_sigmask(signal.SIG_SETMASK, plan.signals.blocked)
         if plan.priority is not None:
-            _renice(0, plan.priority)
+            _renice(os.PRIO_PROCESS, 0, plan.priority)
         os.execvpe(plan.argv[0], plan.argv, plan.env)
     except OSError as exc:
         os.write(err_w, (exc.errno or errno.EINVAL).to_bytes(4, "little") + stage)
@@ -228,9 +232,9 @@ def _child(plan: _Plan, err_w: int) -> None:
 _MAX_DETAIL = 512
 
 
-def _renice(pid: int, value: int) -> None:
+def _renice(which: int, who: int, value: int) -> None:
     try:
-        os.setpriority(os.PRIO_PROCESS, pid, max(-20, min(19, value)))
+        os.setpriority(which, who, max(-20, min(19, value)))
     except OSError:
         pass  # gone already, or going back up is not allowed: it keeps gracerun's
 
