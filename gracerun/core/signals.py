@@ -111,8 +111,8 @@ def hold() -> None:
     """
     global _inherited
     if _inherited is None:
-        ignored = frozenset(s for s in signal.valid_signals()
-                            if signal.getsignal(s) == signal.SIG_IGN)
+        ignore, getsignal = signal.SIG_IGN, signal.getsignal
+        ignored = frozenset(s for s in signal.valid_signals() if getsignal(s) is ignore)
         blocked = frozenset(signal.pthread_sigmask(signal.SIG_BLOCK, ()))
         _inherited = SignalState(ignored - _PYTHON_IGNORES, blocked)
     # SETMASK, not BLOCK: what the parent blocked beyond TAKEN (SIGTTOU, ...) is
