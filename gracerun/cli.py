@@ -110,6 +110,8 @@ def dispatch(argv: list[str]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if argv is None:
+        _take_over_process()
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         code = dispatch(args)
@@ -124,8 +126,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
+def _take_over_process() -> None:
+    """First thing in a real gracerun process, before anything can write to a
+    closed stdout or a signal can be lost (core/linux.py, core/signals.py)."""
+    from gracerun.core import linux, signals
+
+    linux.fill_closed_stdio()
+    if not (len(sys.argv) > 1 and sys.argv[1] in SUBCOMMANDS):
+        signals.hold()
+        linux.raise_own_priority()
+
+
 def _exit_now(code: int) -> None:
     """Exit without interpreter teardown (~9 ms): all that matters is flushed."""
+    log = sys.modules.get("gracerun.core.log")
+    if log is not None:
+        log.flush()  # bounded: a stalled stderr must not hold up the exit
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()

@@ -7,7 +7,8 @@ import signal
 from pathlib import Path
 
 import pytest
-from helpers import PY, Launcher, gracerun, prog, signame
+from helpers import MODES, PY, Launcher, gracerun, prog, signame
+from pid1_support import loop_args
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -49,6 +50,37 @@ def test_exit_code_of_a_service_killed_from_outside(launcher: Launcher) -> None:
     pid = int(proc.expect(r"^ready pid=(\d+)").group(1))
     os.kill(pid, signal.SIGKILL)
     assert proc.wait() == 137
+
+
+# ---------------------------------------------------------- closed stdio
+
+# The service reports which of its fds 0-2 are closed, as 100 + a bit mask.
+FDS_CLOSED = ("import os\nm = 0\nfor fd in (0, 1, 2):\n    try:\n        os.fstat(fd)\n"
+              "    except OSError:\n        m |= 1 << fd\nos._exit(100 + m)\n")
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("loop", ["mini", "uvloop"])
+@pytest.mark.parametrize("closed", [(1,), (2,), (0, 1, 2)], ids=["stdout", "stderr", "all"])
+def test_closed_stdio_keeps_the_exit_code(launcher: Launcher, tmp_path: Path, mode: str,
+                                          loop: str, closed: tuple[int, ...]) -> None:
+    """`gracerun -- sh -c 'exit 7' >&-` exited 1 with a traceback (sys.stdout is
+    None), and with 0, 1 and 2 closed uvloop aborted before the service ran.
+
+    Steps: launch.py closes the fds, then execs gracerun (a subreaper, or PID 1
+    of a new PID namespace; on MiniLoop or uvloop), whose service exits with
+    100 + a mask of its closed fds: gracerun exits with exactly that, so it ran
+    and it got its fds closed as gracerun got them (as under tini and dumb-init,
+    not /dev/null).
+    """
+    _, opts = loop_args(tmp_path, loop)
+    argv = prog("launch.py", *(a for fd in closed for a in ("--close", fd)), "--",
+                *gracerun(*opts, cmd=[PY, "-c", FDS_CLOSED]))
+    if mode == "pid1":
+        argv = ["unshare", "--pid", "--fork", "--kill-child", "--mount-proc", *argv]
+    rc, _, stderr = launcher.run(argv)
+    assert rc == 100 + sum(1 << fd for fd in closed), stderr
+    assert "Traceback" not in stderr
 
 
 # ------------------------------------------------------------ -e (remap exit)

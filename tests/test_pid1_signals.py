@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+from pathlib import Path
 
 import pytest
 from helpers import (
@@ -19,6 +20,7 @@ from helpers import (
     Proc,
     Stat,
     children,
+    cmdline,
     gracerun,
     prog,
     signame,
@@ -27,15 +29,18 @@ from helpers import (
     status,
     wait_for,
 )
+from pid1_support import child_named, start_chain
 
 pytestmark = pytest.mark.timeout(60)
 
-# Not forwarded, by design (gracerun/signals.py): uncatchable, the reaper's
-# SIGCHLD, job control and I/O signals about gracerun itself, and the
-# synchronous fault signals, which stay fatal to gracerun.
+# Not forwarded, by design (gracerun/core/signals.py): uncatchable, the
+# reaper's SIGCHLD, and job control and I/O signals about gracerun itself.
+# The fault signals are forwarded when another process sends them, as
+# dumb-init does (a genuine fault still ends gracerun: test_pid1_faults.py).
 NOT_FORWARDED = {signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD, signal.SIGTTIN, signal.SIGTTOU,
-                 signal.SIGPIPE, signal.SIGXFSZ, signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE,
-                 signal.SIGILL, signal.SIGTRAP, signal.SIGSYS}
+                 signal.SIGPIPE, signal.SIGXFSZ}
+FAULTS = [signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL, signal.SIGTRAP,
+          signal.SIGSYS, signal.SIGABRT]
 # Every catchable signal but the stop trigger, which is tested on its own.
 FORWARDED = [s for s in range(1, 32) if s not in NOT_FORWARDED | {signal.SIGTERM}]
 
@@ -67,24 +72,31 @@ def prove_absent(proc: Proc, *absent: int, proof: int = signal.SIGWINCH) -> None
         assert lines_for(proc, sig) == 0, f"{signame(sig)} reached the service"
 
 
-# ---------------------------------------------------------------- clean start
+# ------------------------------------------------- the signal state passed on
 
 
 GLIBC_INTERNAL = (1 << 31) | (1 << 32)  # SigIgn bits of signals 32 and 33
 # gracerun launches by fork + exec with and without a terminal (see spawn.py for
 # why not posix_spawn: glibc's leaves signals 32 and 33 ignored in the child).
 LAUNCH_PATHS = [pytest.param(False, id="no-tty"), pytest.param(True, id="tty")]
+RTMIN = int(signal.SIGRTMIN)
 
 
-def start_sleep_service(launcher: Launcher, tty: bool) -> tuple[Proc, Stat]:
-    """exec gracerun from a parent that leaves signals ignored (HUP, INT, PIPE, XFSZ,
-    USR2, RTMIN+2) and blocked (USR1, ALRM, RTMIN+1) (launch.py --dirty), running
-    `sleep`, which changes no signal state of its own.  With a terminal as stdin
-    (launch.py --ctty) gracerun also hands the terminal's foreground to the service.
-    Returns gracerun and its child once the child has exec'd sleep."""
-    launch = ["--ctty", "--dirty"] if tty else ["--dirty"]
-    proc = launcher.start(prog("launch.py", *launch, "--", *gracerun(cmd=["sleep", "1000"])),
-                          tty=tty)
+def mask(*signums: int) -> int:
+    """A /proc/PID/status signal mask: bit N-1 for signal N."""
+    return sum(1 << (s - 1) for s in set(signums))
+
+
+def start_sleep_service(launcher: Launcher, tty: bool, *launch: str,
+                        opts: tuple[str, ...] = ()) -> tuple[Proc, Stat]:
+    """exec gracerun from launch.py, which prepares the signal state gracerun
+    inherits (launch.py --dirty, --ignore, --block), running `sleep`, which changes
+    no signal state of its own.  With a terminal as stdin (launch.py --ctty)
+    gracerun also hands the terminal's foreground to the service.  Returns
+    gracerun and its child once the child has exec'd sleep."""
+    launch = ("--ctty", *launch) if tty else launch
+    proc = launcher.start(prog("launch.py", *launch, "--",
+                               *gracerun(*opts, cmd=["sleep", "1000"])), tty=tty)
     child = wait_for(lambda: [c for c in children(proc.pid) if c.comm == "sleep"],
                      what="gracerun's child to exec sleep")[0]
     return proc, child
@@ -93,11 +105,12 @@ def start_sleep_service(launcher: Launcher, tty: bool) -> tuple[Proc, Stat]:
 @pytest.mark.parametrize("tty", LAUNCH_PATHS)
 def test_service_starts_clean(launcher: Launcher, tty: bool) -> None:
     """Steps:
-    1. start gracerun with a dirty signal state, running sleep (start_sleep_service);
-    2. /proc/<sleep>/status: nothing blocked or caught, and nothing ignored among
-       the signals an application uses (1-31, 34-64): neither Python's own
-       SIGPIPE/SIGXFSZ ignores nor what gracerun inherited leaked through
-       (32 and 33, glibc's internal signals, are checked on their own below);
+    1. start gracerun from a parent that ignores and blocks nothing (but for
+       Python's own SIGPIPE/SIGXFSZ ignores, which exec passes on), running sleep;
+    2. /proc/<sleep>/status: nothing blocked, caught or ignored, signals 32 and 33
+       included (tini and dumb-init manage this: their services show SigIgn 0),
+       and so neither what gracerun blocks and ignores for itself nor Python's
+       SIGPIPE/SIGXFSZ ignores leaked through;
     3. sleep leads its own process group, not gracerun's;
     4. gracerun itself ignores SIGTTIN/SIGTTOU;
     5. SIGTERM to gracerun stops it: 143.
@@ -106,23 +119,131 @@ def test_service_starts_clean(launcher: Launcher, tty: bool) -> None:
     fields = status(child.pid)
     assert int(fields["SigBlk"], 16) == 0, fields["SigBlk"]
     assert int(fields["SigCgt"], 16) == 0, fields["SigCgt"]
-    assert int(fields["SigIgn"], 16) & ~GLIBC_INTERNAL == 0, fields["SigIgn"]
+    assert int(fields["SigIgn"], 16) == 0, fields["SigIgn"]
     gracerun_stat = stat(proc.pid)
     assert gracerun_stat is not None
     assert child.pgid == child.pid
     assert child.pgid != gracerun_stat.pgid
     ignored = int(status(proc.pid)["SigIgn"], 16)
-    assert ignored & (1 << (signal.SIGTTIN - 1)) and ignored & (1 << (signal.SIGTTOU - 1))
+    assert ignored & mask(signal.SIGTTIN, signal.SIGTTOU) == mask(signal.SIGTTIN, signal.SIGTTOU)
     proc.send(signal.SIGTERM)
     assert proc.wait() == 143
 
 
 @pytest.mark.parametrize("tty", LAUNCH_PATHS)
-def test_service_inherits_no_ignored_signal_at_all(launcher: Launcher, tty: bool) -> None:
-    """Steps: as above; SigIgn of the service is entirely zero, signals 32 and 33
-    included (tini and dumb-init manage this: their services show SigIgn 0)."""
-    proc, child = start_sleep_service(launcher, tty)
-    assert int(status(child.pid)["SigIgn"], 16) == 0, status(child.pid)["SigIgn"]
+def test_service_inherits_what_the_parent_ignored_and_blocked(launcher: Launcher,
+                                                              tty: bool) -> None:
+    """What a parent ignored or blocked stays so, as exec would keep it (tini).
+
+    Steps:
+    1. start gracerun from a parent that leaves HUP, INT, PIPE, XFSZ, USR2 and
+       RTMIN+2 ignored and USR1, ALRM and RTMIN+1 blocked (launch.py --dirty);
+    2. the service's SigIgn is exactly HUP, INT, USR2, RTMIN+2: PIPE and XFSZ are
+       at their default (Python ignores them itself at start-up, so gracerun
+       cannot tell an inherited ignore from its own), and nothing else;
+    3. its SigBlk is exactly USR1, ALRM, RTMIN+1;
+    4. SIGTERM to gracerun stops it: 143.
+    """
+    proc, child = start_sleep_service(launcher, tty, "--dirty")
+    fields = status(child.pid)
+    assert int(fields["SigIgn"], 16) == mask(signal.SIGHUP, signal.SIGINT, signal.SIGUSR2,
+                                             RTMIN + 2), fields["SigIgn"]
+    assert int(fields["SigBlk"], 16) == mask(signal.SIGUSR1, signal.SIGALRM,
+                                             RTMIN + 1), fields["SigBlk"]
+    assert int(fields["SigCgt"], 16) == 0, fields["SigCgt"]
+    proc.send(signal.SIGTERM)
+    assert proc.wait() == 143
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_tini_inherited_state_and_triggers_still_arrive(launcher: Launcher, mode: str) -> None:
+    """tini's own test of this: started with SIGTTOU, SIGSEGV and SIGINT ignored
+    and SIGTTIN, SIGILL and SIGTERM blocked, the service's /proc/self/status shows
+    exactly that; and gracerun still gets its SIGTERM trigger (it takes its
+    signals for itself; only the service gets the inherited mask).
+
+    Steps:
+    1. launch.py sets that state and execs gracerun -v -t 1 -- sleep (as a
+       subreaper, or as PID 1 of a new PID namespace);
+    2. the service's SigIgn is exactly TTOU, SEGV, INT; SigBlk exactly TTIN,
+       ILL, TERM;
+    3. SIGTERM to gracerun starts the shutdown (logged); the service has SIGTERM
+       blocked, so the budget's SIGKILL ends it: 137.
+    """
+    argv = gracerun("-v", "-t", "1", cmd=["sleep", "1000"])
+    launch = prog("launch.py", "--ignore", "TTOU", "--ignore", "SEGV", "--ignore", "INT",
+                  "--block", "TTIN", "--block", "ILL", "--block", "TERM", "--", *argv)
+    proc, pid = start_chain(launcher, mode, launch, argv)
+    fields = status(child_named(pid, "sleep"))
+    assert int(fields["SigIgn"], 16) == mask(signal.SIGTTOU, signal.SIGSEGV,
+                                             signal.SIGINT), fields["SigIgn"]
+    assert int(fields["SigBlk"], 16) == mask(signal.SIGTTIN, signal.SIGILL,
+                                             signal.SIGTERM), fields["SigBlk"]
+    os.kill(pid, signal.SIGTERM)
+    proc.err.wait("shutdown started")
+    assert proc.wait() == 137
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_nohup_sighup_is_forwarded_and_the_service_survives(launcher: Launcher,
+                                                            mode: str) -> None:
+    """`nohup gracerun -- cmd`: SIGHUP is ignored for the service as it was for
+    gracerun, so forwarding it (dumb-init and tini do) does not kill the service.
+
+    Steps:
+    1. launch.py ignores SIGHUP and execs gracerun -v -- sleep;
+    2. the service shows SIGHUP ignored;
+    3. SIGHUP to gracerun: gracerun logs that it forwarded it, and the service
+       is still running after that;
+    4. SIGTERM ends it: 143 (not 129).
+    """
+    argv = gracerun("-v", cmd=["sleep", "1000"])
+    proc, pid = start_chain(launcher, mode, prog("launch.py", "--ignore", "HUP", "--", *argv),
+                            argv)
+    child = child_named(pid, "sleep")
+    assert int(status(child)["SigIgn"], 16) == mask(signal.SIGHUP)
+    os.kill(pid, signal.SIGHUP)
+    proc.err.wait("forwarded signal signal=SIGHUP")
+    st = stat(child)
+    assert st is not None and st.state not in "ZX", "the service died of the forwarded SIGHUP"
+    os.kill(pid, signal.SIGTERM)
+    assert proc.wait() == 143
+
+
+def nice_of(pid: int) -> int:
+    """The nice value, field 19 of /proc/PID/stat."""
+    with open(f"/proc/{pid}/stat") as fh:
+        return int(fh.read().rpartition(")")[2].split()[16])
+
+
+def test_hooks_start_clean_and_nicer(launcher: Launcher, tmp_path: Path) -> None:
+    """The service gets what gracerun inherited; gracerun's own helpers do not.
+
+    Steps:
+    1. gracerun, started with the dirty signal state (launch.py --dirty), runs
+       `sleep 1000` with a notify-phase exec hook that becomes `sleep 999`;
+    2. the service has the inherited state, and gracerun's own nice value (it
+       raised its priority: we are root) did not leak into it: nice 0;
+    3. SIGTERM starts the hook: its SigIgn and SigBlk are 0 (clean defaults), and
+       its nice value becomes 10 (spawn.HELPER_NICE), so that busy hooks cannot
+       starve gracerun's timers;
+    4. a second SIGTERM skips to the stop phase (the hook is killed): 143.
+    """
+    config = tmp_path / "hooks.toml"
+    config.write_text('[[shutdown.notify.hooks]]\ntype = "exec"\n'
+                      'command = ["sh", "-c", "exec sleep 999"]\ntimeout = "60s"\n')
+    proc, child = start_sleep_service(launcher, False, "--dirty",
+                                      opts=("--config", str(config), "-t", "120"))
+    assert int(status(child.pid)["SigBlk"], 16) == mask(signal.SIGUSR1, signal.SIGALRM, RTMIN + 1)
+    assert nice_of(child.pid) == 0
+    assert nice_of(proc.pid) < 0
+    proc.send(signal.SIGTERM)
+    hook = wait_for(lambda: [c.pid for c in children(proc.pid)
+                             if cmdline(c.pid) == ["sleep", "999"]], what="the hook")[0]
+    fields = status(hook)
+    assert int(fields["SigIgn"], 16) == 0, fields["SigIgn"]
+    assert int(fields["SigBlk"], 16) == 0, fields["SigBlk"]
+    wait_for(lambda: nice_of(hook) == 10, what="the hook at nice 10")
     proc.send(signal.SIGTERM)
     assert proc.wait() == 143
 

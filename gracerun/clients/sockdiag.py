@@ -58,8 +58,11 @@ the kernel by port, so unrelated sockets are never copied out or parsed. Each du
 walks the kernel's whole established-socket hash table, which a container shares with its
 host unless ``net.ipv4.tcp_child_ehash_entries`` is set: about 0.2 ms per walk for 262144
 buckets. Parsing then costs about 5 us per matching socket. With 50 connections one call
-measured 0.8 ms (median), so polling every 100 ms costs under 1% of a CPU. The call
-blocks for that long; asyncio callers may run it directly or in a thread.
+measured 0.8 ms (median), so polling every 100 ms costs under 1% of a CPU.
+:func:`tcp_sockets` blocks for that long, and for up to 2 s per family when the kernel
+is slow to answer; on an event loop use :func:`tcp_sockets_async`, which reads the
+netlink socket only when the loop says it is readable, so nothing else on the loop
+(gracerun's signals, its budget timer) ever waits for a dump.
 """
 
 from __future__ import annotations
@@ -69,8 +72,9 @@ import errno
 import os
 import socket
 import struct
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from gracerun.errors import GracerunError
 
@@ -83,6 +87,7 @@ __all__ = [
     "listening",
     "passive_opens",
     "tcp_sockets",
+    "tcp_sockets_async",
 ]
 
 
@@ -232,37 +237,114 @@ def tcp_sockets(
 
     Ports must be in 1..65535 and states TcpState values (ValueError otherwise); empty
     ``ports`` or ``states`` return ``[]`` without asking the kernel. Raises
-    :class:`SockDiagError` when socket diagnostics are unavailable or refused. Safe to call
-    from any thread: each call has its own netlink socket.
+    :class:`SockDiagError` when socket diagnostics are unavailable or refused, or when a
+    dump does not end within 2 s. Blocks while the kernel answers: on an event loop, use
+    :func:`tcp_sockets_async`. Safe to call from any thread: each call has its own
+    netlink socket.
     """
-    wanted = frozenset(ports)
-    for port in wanted:
-        if not 0 < port < 65536:
-            raise ValueError(f"port out of range: {port!r}")
-    wanted_states = frozenset(int(s) for s in states)
-    for state in wanted_states:
-        if not 0 < state < 32:  # idiag_states is a 32-bit mask
-            raise ValueError(f"not a TCP state: {state!r}")
-    if not wanted or not wanted_states:
+    query = _Query(ports, states)
+    if query.empty:
         return []
-    mask = 0
-    for state in wanted_states:
-        mask |= 1 << state
-    bytecode = _port_filter(sorted(wanted)) if len(wanted) <= _MAX_BYTECODE_PORTS else b""
+    found: list[TcpSocket] = []
+    with _open() as nl:
+        nl.settimeout(_TIMEOUT_S)
+        for seq, family in enumerate(_FAMILIES, start=1):
+            found += query.keep(_dump(nl, seq, family, query.mask, query.bytecode))
+    return found
+
+
+async def tcp_sockets_async(
+    ports: Collection[int],
+    *,
+    states: Collection[int] = CONNECTED_STATES,
+    timeout: float = _TIMEOUT_S,
+) -> list[TcpSocket]:
+    """:func:`tcp_sockets` for a coroutine: the loop keeps running while the kernel answers.
+
+    The netlink socket is non-blocking and read only when the running loop says it is
+    readable, so a dump the kernel is slow to answer (a huge socket table, a stuck
+    namespace) cannot hold up anything else on the loop, such as gracerun's signal
+    handling and its budget timer; the whole query (both families) has one deadline,
+    ``timeout``, after which it raises :class:`SockDiagError`.
+    """
+    import asyncio
+
+    query = _Query(ports, states)
+    if query.empty:
+        return []
+    loop = asyncio.get_running_loop()
+    found: list[TcpSocket] = []
+    with _open() as nl:
+        nl.setblocking(False)
+        try:
+            async with asyncio.timeout(timeout):
+                for seq, family in enumerate(_FAMILIES, start=1):
+                    reply = _Reply(seq)
+                    nl.send(_request(seq, family, query.mask, query.bytecode))
+                    while not reply.feed(*await _readable_recv(loop, nl)):
+                        pass
+                    found += query.keep(reply.sockets)
+        except TimeoutError as e:
+            raise SockDiagError(f"sock_diag did not answer within {timeout:g} s") from e
+        except OSError as e:
+            raise SockDiagError(f"sock_diag query failed: {e.strerror}", e.errno) from e
+    return found
+
+
+async def _readable_recv(loop: Any, nl: socket.socket) -> tuple[bytes, int]:
+    """One datagram from the non-blocking ``nl``, waiting on the loop until there is one."""
+    while True:
+        try:
+            data, _anc, flags, _addr = nl.recvmsg(_RECV_BUFSIZE)
+            return data, flags
+        except BlockingIOError:
+            pass
+        ready = loop.create_future()
+        loop.add_reader(nl.fileno(), _set_once, ready)
+        try:
+            await ready
+        finally:
+            loop.remove_reader(nl.fileno())
+
+
+def _set_once(future: Any) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+_FAMILIES = (socket.AF_INET, socket.AF_INET6)
+
+
+class _Query:
+    """The validated arguments of one query: the kernel's state mask and port filter."""
+
+    def __init__(self, ports: Collection[int], states: Collection[int]) -> None:
+        self.ports = frozenset(ports)
+        for port in self.ports:
+            if not 0 < port < 65536:
+                raise ValueError(f"port out of range: {port!r}")
+        self.states = frozenset(int(s) for s in states)
+        for state in self.states:
+            if not 0 < state < 32:  # idiag_states is a 32-bit mask
+                raise ValueError(f"not a TCP state: {state!r}")
+        self.empty = not self.ports or not self.states
+        self.mask = 0
+        for state in self.states:
+            self.mask |= 1 << state
+        self.bytecode = (_port_filter(sorted(self.ports))
+                         if 0 < len(self.ports) <= _MAX_BYTECODE_PORTS else b"")
+
+    def keep(self, socks: Iterable[TcpSocket]) -> list[TcpSocket]:
+        # The kernel filter already did this; checking again keeps the contract true
+        # even on the no-bytecode path.
+        return [s for s in socks if s.local[1] in self.ports and s.state in self.states]
+
+
+def _open() -> socket.socket:
     try:
-        nl = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_SOCK_DIAG)
+        return socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_SOCK_DIAG)
     except OSError as e:
         raise SockDiagError(f"netlink socket diagnostics unavailable: {e.strerror}", e.errno) from e
-    found: list[TcpSocket] = []
-    with nl:
-        nl.settimeout(_TIMEOUT_S)
-        for seq, family in enumerate((socket.AF_INET, socket.AF_INET6), start=1):
-            for sock in _dump(nl, seq, family, mask, bytecode):
-                # The kernel filter already did this; checking again keeps the contract
-                # true even on the no-bytecode path.
-                if sock.local[1] in wanted and sock.state in wanted_states:
-                    found.append(sock)
-    return found
 
 
 def listening(ports: Collection[int]) -> list[TcpSocket]:
@@ -316,48 +398,69 @@ def _port_filter(ports: list[int]) -> bytes:
     return bytes(out)
 
 
-def _dump(
-    nl: socket.socket, seq: int, family: int, mask: int, bytecode: bytes
-) -> Iterator[TcpSocket]:
-    """Send one SOCK_DIAG_BY_FAMILY dump request and yield the parsed replies until DONE."""
+def _request(seq: int, family: int, mask: int, bytecode: bytes) -> bytes:
+    """One SOCK_DIAG_BY_FAMILY dump request."""
     payload = _REQ_V2.pack(family, socket.IPPROTO_TCP, 1 << (_INET_DIAG_INFO - 1), mask)
     if bytecode:
         payload += _RTATTR.pack(_RTATTR.size + len(bytecode), _INET_DIAG_REQ_BYTECODE) + bytecode
     header = _NLMSGHDR.pack(
         _NLMSGHDR.size + len(payload), _SOCK_DIAG_BY_FAMILY, _NLM_F_REQUEST | _NLM_F_DUMP, seq, 0
     )
+    return header + payload
+
+
+class _Reply:
+    """The datagrams of one dump, parsed as they come (from a blocking or a loop read)."""
+
+    def __init__(self, seq: int) -> None:
+        self.seq = seq
+        self.sockets: list[TcpSocket] = []
+        self._bytes = 0
+        self._datagrams = 0
+
+    def feed(self, data: bytes, flags: int) -> bool:
+        """Parse one datagram; True once the dump is complete.  Raises SockDiagError."""
+        if flags & socket.MSG_TRUNC:
+            raise SockDiagError("sock_diag reply truncated")
+        self._bytes += len(data)
+        self._datagrams += 1
+        if self._bytes > _MAX_REPLY_BYTES:
+            raise SockDiagError("sock_diag reply too large")
+        if self._datagrams > _MAX_DATAGRAMS:
+            raise SockDiagError(f"sock_diag reply exceeded {_MAX_DATAGRAMS} datagrams")
+        done = False
+        for msg_type, msg_seq, body in _messages(data):
+            if msg_seq != self.seq or msg_type == _NLMSG_NOOP:
+                continue  # not an answer to this request
+            if msg_type == _NLMSG_DONE:
+                done = True
+            elif msg_type == _NLMSG_ERROR:
+                _raise_nlmsgerr(body)
+            elif msg_type == _NLMSG_OVERRUN:
+                raise SockDiagError("sock_diag reply overrun")
+            elif msg_type == _SOCK_DIAG_BY_FAMILY:
+                parsed = _parse(body)
+                if parsed is not None:
+                    self.sockets.append(parsed)
+        return done
+
+
+def _dump(
+    nl: socket.socket, seq: int, family: int, mask: int, bytecode: bytes
+) -> list[TcpSocket]:
+    """Send one dump request on the blocking ``nl`` and return the parsed replies."""
+    reply = _Reply(seq)
     # EINTR needs no loop here: Python retries interrupted send/recv itself (PEP 475).
     try:
-        nl.send(header + payload)
-        received = 0
-        for _ in range(_MAX_DATAGRAMS):
+        nl.send(_request(seq, family, mask, bytecode))
+        while True:
             data, _anc, flags, _addr = nl.recvmsg(_RECV_BUFSIZE)
-            if flags & socket.MSG_TRUNC:
-                raise SockDiagError("sock_diag reply truncated")
-            received += len(data)
-            if received > _MAX_REPLY_BYTES:
-                raise SockDiagError("sock_diag reply too large")
-            done = False
-            for msg_type, msg_seq, body in _messages(data):
-                if msg_seq != seq or msg_type == _NLMSG_NOOP:
-                    continue  # not an answer to this request
-                if msg_type == _NLMSG_DONE:
-                    done = True
-                elif msg_type == _NLMSG_ERROR:
-                    _raise_nlmsgerr(body)
-                elif msg_type == _NLMSG_OVERRUN:
-                    raise SockDiagError("sock_diag reply overrun")
-                elif msg_type == _SOCK_DIAG_BY_FAMILY:
-                    parsed = _parse(body)
-                    if parsed is not None:
-                        yield parsed
-            if done:
-                return
+            if reply.feed(data, flags):
+                return reply.sockets
     except TimeoutError as e:
         raise SockDiagError(f"sock_diag did not answer within {_TIMEOUT_S:g} s") from e
     except OSError as e:
         raise SockDiagError(f"sock_diag query failed: {e.strerror}", e.errno) from e
-    raise SockDiagError(f"sock_diag reply exceeded {_MAX_DATAGRAMS} datagrams")
 
 
 def _messages(data: bytes) -> Iterator[tuple[int, int, memoryview]]:

@@ -253,7 +253,7 @@ def signal_number(value: object, *, allow_zero: bool = False) -> int:
 def trigger(value: Any) -> int:
     """A signal that can start the shutdown: one gracerun's dispatcher can receive."""
     signum = signal_number(value)
-    if signum in signals.NOT_FORWARDED:
+    if signum in signals.NOT_TRIGGERS:
         raise ValueError(f"{signals.name(signum)} can never reach gracerun's dispatcher (it is "
                          "uncaught, ignored or reserved), so it cannot start the shutdown; "
                          'expected a signal such as "SIGTERM", "SIGINT" or "SIGQUIT"')

@@ -1,39 +1,68 @@
-"""Signal handling: handlers that only enqueue, and the names and rewrites.
+"""Signal handling: every signal taken synchronously, one queued entry at a time.
 
-Why this strategy.  A Python signal handler runs in the main thread between
-two bytecodes, wherever the loop happens to be, so it must not touch loop or
-supervisor state: it appends the signal number to a deque and writes one
-byte to a pipe whose other end the loop watches.  The loop then drains
-the deque and dispatches each signal in order, as ordinary code.
+Why this strategy.  gracerun blocks every signal it forwards (and SIGCHLD)
+from the first lines of `cli.main()`, in the main thread and so in every
+thread created after it, and a small thread takes them with sigwaitinfo(2),
+appends each signal number to a deque and writes one byte to a pipe whose
+other end the loop watches.  The loop then dispatches each signal, in the
+order the kernel handed them out, as ordinary code.  Why not the others:
 
-- The pipe is also installed with `signal.set_wakeup_fd`, so a signal
-  that lands between Python's check for pending handlers and the epoll call
-  still wakes the loop (the classic lost-wakeup race).
-- uvloop replaces the wakeup fd with its own while it runs and then calls the
-  Python handlers itself; the byte our handler writes wakes our reader there.
-- `loop.add_signal_handler` is not used: uvloop refuses it for SIGCHLD, and
-  one mechanism for every signal keeps their relative order.
+- Python signal handlers (what gracerun used before) lose signals.  Python's
+  C-level handler only sets one "tripped" flag per signal number, so the
+  10,000 queued SIGRTMIN+1 the kernel keeps for us collapse into the one
+  call that happens to run: tini and dumb-init (sigtimedwait / signalfd)
+  forwarded all 10,000, gracerun 1.  sigwaitinfo dequeues exactly one queued
+  entry per call, so every one is forwarded, in the order it was queued.
+- Fault signals.  With SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP and SIGSYS at
+  their default action, one sent with kill(2) killed gracerun when it was not
+  PID 1 and orphaned the service; a handler that returns would re-run a
+  faulting instruction forever.  Blocked, they are both right: a signal sent
+  with kill(2)/sigqueue(3) (SI_USER, SI_QUEUE, SI_TKILL) waits in the queue and
+  is forwarded like any other, while the kernel delivers a genuine fault
+  (force_sig_fault) to the faulting thread after unblocking it and resetting
+  it to SIG_DFL (kernel/signal.c, force_sig_info_to_task), so gracerun still
+  dies of it with a core-dump status, even as PID 1 (the kernel lifts init's
+  protection for a fault it forces).  abort(3) unblocks SIGABRT and raises it
+  at its own thread: fatal too (as PID 1 the kernel drops that SIGABRT and
+  glibc's last resort, a faulting instruction, ends it with SIGSEGV).
+  tests/test_pid1_faults.py shows all of it.
+- Blocked signals are never discarded at generation time, whatever their
+  disposition (kernel/signal.c, sig_ignored): a SIGHUP under `nohup` (SIG_IGN
+  inherited) and, as PID 1, a signal left at SIG_DFL (which the kernel drops
+  for init) both wait in the queue.  So gracerun need not touch the
+  dispositions it inherited, and records them untouched for the service.
+- Why block at the start of main().  Threads inherit the mask of the thread
+  that creates them: blocked before any thread exists, no thread (uvloop's
+  or asyncio's executors, the log writer) can ever take a signal by its
+  default action.  And a signal that arrives while gracerun is still loading
+  its configuration waits in the kernel instead of being lost.
+- Why a thread and not signalfd(2).  Python has no signalfd; calling it
+  through ctypes costs about 2 ms of start-up (import ctypes), paid by every
+  container start.  The thread costs nothing while idle (it sleeps in the
+  kernel), and one pipe byte wakes any loop: MiniLoop, uvloop and asyncio
+  alike, with no `add_signal_handler` (uvloop refuses it for SIGCHLD) and
+  no `set_wakeup_fd` (uvloop replaces ours while it runs).
 - Some signals are about gracerun itself, not requests for the service, and
-  are never forwarded (NOT_FORWARDED says why for each): SIGTTIN/SIGTTOU
-  (with a terminal gracerun sits in a background group; ignoring SIGTTOU
-  also lets it hand the terminal to the service), SIGPIPE/SIGXFSZ from its
-  own writes, and the synchronous fault signals.
+  are never forwarded (NOT_FORWARDED says why for each); they are not
+  blocked but ignored: SIGTTIN/SIGTTOU (with a terminal gracerun sits in a
+  background group; ignoring SIGTTOU also lets it hand the terminal to the
+  service) and SIGPIPE/SIGXFSZ, which gracerun's own writes raise at the
+  writing thread (blocked, they would only pile up pending).
 """
 
 from __future__ import annotations
 
+import _thread
 import os
 import signal
 from collections import deque
 from collections.abc import Callable
-from types import FrameType
-from typing import Any
+from typing import Any, NamedTuple
 
-from gracerun.errors import UsageError
+from gracerun.errors import LaunchError, UsageError
 
-# Every catchable signal gracerun receives is forwarded, real-time ones
-# included (left at their default they would kill gracerun when it is not
-# PID 1, and be dropped when it is), except these:
+# Never forwarded: every other signal gracerun receives is, real-time ones
+# and the fault signals (when another process sends them) included.
 NOT_FORWARDED = frozenset({
     signal.SIGKILL, signal.SIGSTOP,  # cannot be caught
     signal.SIGCHLD,                  # ours: the reaper's cue
@@ -44,17 +73,56 @@ NOT_FORWARDED = frozenset({
     # hung up, a full disk): they describe gracerun's I/O, not a request for
     # the service.  Ignored, as Python does by default.
     signal.SIGPIPE, signal.SIGXFSZ,
-    # Synchronous faults in gracerun itself: a handler that returns would
-    # re-run the faulting instruction forever.  Left at their default action,
-    # so a crash is a crash (as PID 1 the kernel keeps them from killing us
-    # when sent by another process).
-    signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL, signal.SIGTRAP,
-    signal.SIGSYS,
 })
+# Synchronous fault signals: forwarded when another process sends one, fatal
+# to gracerun when its own code faults (see the module docstring).
+FAULTS = frozenset({signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL,
+                    signal.SIGTRAP, signal.SIGSYS})
+# A shutdown trigger must be a signal an operator sends on purpose.
+NOT_TRIGGERS = NOT_FORWARDED | FAULTS
 IGNORED = (signal.SIGTTIN, signal.SIGTTOU, signal.SIGPIPE, signal.SIGXFSZ)
-# 1-31 and the real-time signals (34-64; glibc keeps 32 and 33 for itself).
-HANDLED = (*(s for s in sorted(signal.valid_signals()) if s not in NOT_FORWARDED),
-           signal.SIGCHLD)
+# Blocked and taken synchronously: 1-31 and the real-time signals 34-64 (glibc
+# keeps 32 and 33 for itself), but for NOT_FORWARDED, plus the reaper's SIGCHLD.
+TAKEN = frozenset({*(s for s in signal.valid_signals() if s not in NOT_FORWARDED),
+                   signal.SIGCHLD})
+# Python ignores these two before any of our code runs, so whether the parent
+# did is unknowable: the service gets them at their default action.
+_PYTHON_IGNORES = frozenset({signal.SIGPIPE, signal.SIGXFSZ})
+
+
+class SignalState(NamedTuple):
+    """A process's signal dispositions and mask, as exec(2) passes them on: the
+    ignored signals stay ignored, the blocked ones stay blocked."""
+
+    ignored: frozenset[int]
+    blocked: frozenset[int]
+
+
+CLEAN = SignalState(frozenset(), frozenset())
+_inherited: SignalState | None = None
+
+
+def hold() -> None:
+    """Record the signal state gracerun inherited, then block every signal it takes.
+
+    Call it first thing, before any thread exists (threads inherit the mask)
+    and before anything slow: from here on no signal is lost, they wait in the
+    kernel until `SignalInbox` takes them.  Idempotent.
+    """
+    global _inherited
+    if _inherited is None:
+        ignore, getsignal = signal.SIG_IGN, signal.getsignal
+        ignored = frozenset(s for s in signal.valid_signals() if getsignal(s) is ignore)
+        blocked = frozenset(signal.pthread_sigmask(signal.SIG_BLOCK, ()))
+        _inherited = SignalState(ignored - _PYTHON_IGNORES, blocked)
+    # SETMASK, not BLOCK: what the parent blocked beyond TAKEN (SIGTTOU, ...) is
+    # the service's business, not a reason for gracerun to miss it.
+    signal.pthread_sigmask(signal.SIG_SETMASK, TAKEN)
+
+
+def inherited() -> SignalState:
+    """The state `hold()` recorded (CLEAN when it never ran: an in-process caller)."""
+    return _inherited if _inherited is not None else CLEAN
 
 
 def name(signum: int) -> str:
@@ -92,7 +160,7 @@ def parse(text: str | int, *, allow_zero: bool = False) -> int:
 
 
 class SignalInbox:
-    """Receives signals and hands them to `dispatch(signum)` on the loop."""
+    """Takes signals and hands them to `dispatch(signum)` on the loop, in order."""
 
     def __init__(self, loop: Any, dispatch: Callable[[int], None]) -> None:
         self._loop = loop
@@ -101,25 +169,32 @@ class SignalInbox:
         self._rfd, self._wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
     def install(self) -> None:
-        self._loop.add_reader(self._rfd, self._drain)
-        signal.set_wakeup_fd(self._wfd, warn_on_full_buffer=False)
-        for signum in HANDLED:
-            signal.signal(signum, self._enqueue)
+        hold()
         for signum in IGNORED:
             signal.signal(signum, signal.SIG_IGN)
-        for signum in NOT_FORWARDED - set(IGNORED) - {signal.SIGKILL, signal.SIGSTOP,
-                                                      signal.SIGCHLD}:
-            signal.signal(signum, signal.SIG_DFL)
-        # Undo a blocked mask inherited from whoever started us.
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED)
-
-    def _enqueue(self, signum: int, frame: FrameType | None) -> None:
-        """Signal handler: NO LOGGING, no state changes, just queue and wake."""
-        self._pending.append(signum)
+        self._loop.add_reader(self._rfd, self._drain)
         try:
-            os.write(self._wfd, b"\0")
-        except OSError:
-            pass  # buffer full: the loop is already awake with work queued
+            _thread.start_new_thread(self._take_forever, ())
+        except RuntimeError as exc:  # EAGAIN: a pids cgroup limit or RLIMIT_NPROC
+            raise LaunchError(f"cannot start the thread that takes signals: {exc} (a limit "
+                              "on the number of processes or threads?)", 126) from None
+
+    def _take_forever(self) -> None:
+        """The taker thread: sleeps in sigwaitinfo; NO LOGGING, just queue and wake."""
+        wait, poll = signal.sigwaitinfo, signal.sigtimedwait
+        while True:
+            batch = [wait(TAKEN).si_signo]
+            # Whatever else is queued already goes with it: one wake-up per burst.
+            for _ in range(1023):
+                info = poll(TAKEN, 0)
+                if info is None:
+                    break
+                batch.append(info.si_signo)
+            self._pending.extend(batch)
+            try:
+                os.write(self._wfd, b"\0")
+            except BlockingIOError:
+                pass  # the pipe is full: the loop has a wake-up coming already
 
     def _drain(self) -> None:
         try:
@@ -129,5 +204,7 @@ class SignalInbox:
         except (BlockingIOError, InterruptedError):
             pass
         # Bounded: a signal storm cannot keep us here past what was queued now.
+        # Each byte is written after its batch is queued, so nothing is missed.
         for _ in range(len(self._pending)):
             self._dispatch(self._pending.popleft())
+
