@@ -548,6 +548,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--json", metavar="FILE", help="save settings and every run's numbers")
     p.add_argument("--svg", metavar="FILE", help="write the plot of responses over time")
     p.add_argument("--keep", action="store_true", help="keep the runs' logs (printed path)")
+    p.add_argument("--report", metavar="JSON",
+                   help="measure nothing: print the tables (and --svg) of a saved --json run")
     p.add_argument("--demo", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     preset = QUICK if args.quick or args.demo else FULL
@@ -563,6 +565,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     s: Settings = args.settings
+    if args.report:
+        saved = json.loads(Path(args.report).read_text())
+        s.reps, s.post = saved["settings"]["reps"], saved["settings"]["post"]
+        show([report.from_json(raw) for raw in saved["runs"]], list(saved["wrappers"]),
+             [sc.name for sc in SCENARIOS if any(r["scenario"] == sc.name
+                                                 for r in saved["runs"])], s, args, [])
+        return 0
     haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
     missing = [name for name, path in (("haproxy", haproxy), ("wrk", "/usr/bin/wrk"))
                if not os.access(path, os.X_OK)]
@@ -633,10 +642,28 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"logs: {tmp}")
 
     names = [w.name for w in wrappers]
+    results = show(outcomes, names, [sc.name for sc in scenarios], s, args, notes)
+    if args.json:
+        with open(args.json, "w") as fh:
+            machine["load_average_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+            json.dump({"machine": machine, "settings": vars(s),
+                       "wrappers": {w.name: list(w.prefix) for w in wrappers},
+                       "check": {"inter": CHECK_INTER, "fall": CHECK_FALL, "rise": CHECK_RISE},
+                       "targets": results, "notes": notes,
+                       "runs": [report.to_json(o) for o in outcomes]}, fh, indent=1)
+        print(f"raw numbers: {args.json}")
+    return 0
+
+
+def show(outcomes: Sequence[report.Outcome], names: Sequence[str], scenarios: Sequence[str],
+         s: Settings, args: argparse.Namespace, notes: Sequence[str]) -> list[dict[str, object]]:
+    """Print the tables and the targets; write the SVG if asked; return the targets."""
+    print("\nAll scenarios:\n")
+    print("\n".join(report.summary(outcomes, names)))
     for scenario in scenarios:
         print()
-        print("\n".join(report.table(outcomes, names, scenario.name)))
-        kinds = report.failure_kinds(outcomes, names, scenario.name)
+        print("\n".join(report.table(outcomes, names, scenario)))
+        kinds = report.failure_kinds(outcomes, names, scenario)
         if kinds:
             print("\nfailures, all runs:")
             print("\n".join(kinds))
@@ -649,20 +676,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.svg:
         until = min(12.0, max(o.back or o.to_exit for o in outcomes) + s.post)
         Path(args.svg).write_text(report.svg(
-            outcomes, names, [sc.name for sc in scenarios], until,
+            outcomes, names, scenarios, until,
             "Successful responses through HAProxy while s1 restarts (recording client, "
             f"mean of {s.reps} run{'s' if s.reps > 1 else ''} per line)"))
         print(f"plot: {args.svg}")
-    if args.json:
-        with open(args.json, "w") as fh:
-            machine["load_average_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
-            json.dump({"machine": machine, "settings": vars(s),
-                       "wrappers": {w.name: list(w.prefix) for w in wrappers},
-                       "check": {"inter": CHECK_INTER, "fall": CHECK_FALL, "rise": CHECK_RISE},
-                       "targets": results, "notes": notes,
-                       "runs": [report.to_json(o) for o in outcomes]}, fh, indent=1)
-        print(f"raw numbers: {args.json}")
-    return 0
+    return results
 
 
 def targets(outcomes: Sequence[report.Outcome]) -> list[dict[str, object]]:

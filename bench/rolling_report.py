@@ -30,7 +30,7 @@ import html
 import itertools
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from statistics import median
 from typing import Any
 
@@ -174,6 +174,10 @@ def to_json(o: Outcome) -> dict[str, Any]:
     return {**asdict(o), "least": o.least}
 
 
+def from_json(raw: dict[str, Any]) -> Outcome:
+    return Outcome(**{f.name: raw[f.name] for f in fields(Outcome)})
+
+
 # ------------------------------------------------------------------- tables
 
 
@@ -183,11 +187,11 @@ def fmt_s(value: float | None) -> str:
 
 def table(outcomes: Sequence[Outcome], wrappers: Sequence[str], scenario: str) -> list[str]:
     """A markdown table of one scenario: a row per wrapper, medians over repetitions
-    (failures: the median and, in brackets, the total over all runs)."""
+    (counts: the median and, in brackets, the total over all runs)."""
     lines = [f"**{scenario}**", "",
              "| wrapper | runs | requests | failed: HAProxy log | failed: clients "
              f"| client only | answers ≥ {STALL:g} s | longest stretch | SIGTERM → exit "
-             "| least possible | exit - least | back in rotation |",
+             "| least possible | exit - least, worst run | back in rotation |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for name in wrappers:
         runs = [o for o in outcomes if o.wrapper == name and o.scenario == scenario]
@@ -203,8 +207,30 @@ def table(outcomes: Sequence[Outcome], wrappers: Sequence[str], scenario: str) -
             f"| {_count(o.failed_log for o in runs)} | {_count(o.failed_client for o in runs)} "
             f"| {_count(o.client_only for o in runs)} | {_count(o.stalled for o in runs)} "
             f"| {median(o.longest_stretch for o in runs):.2f} s | {exits} "
-            f"| {median(o.least for o in runs):.2f} s | {over:+.2f} s (worst) "
+            f"| {median(o.least for o in runs):.2f} s | {over:+.2f} s "
             f"| {fmt_s(median(backs)) + ' s' if backs else '-'} |")
+    return lines
+
+
+def summary(outcomes: Sequence[Outcome], wrappers: Sequence[str]) -> list[str]:
+    """Every scenario together, a row per wrapper: how often and how much it failed,
+    as counts and per 10,000 requests (the runs differ in length and traffic)."""
+    lines = ["| wrapper | runs | runs with a failure | failed: HAProxy log | failed: clients "
+             "| per 10,000 requests | answers ≥ 1 s | longest stretch (worst) "
+             "| exit - least (worst) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for name in wrappers:
+        runs = [o for o in outcomes if o.wrapper == name]
+        if not runs:
+            continue
+        requests = sum(o.requests for o in runs)
+        failed = sum(o.failed for o in runs)
+        worst_over = max(o.to_exit - o.least for o in runs)
+        lines.append(
+            f"| {name} | {len(runs)} | {sum(1 for o in runs if o.failed)} "
+            f"| {sum(o.failed_log for o in runs)} | {sum(o.failed_client for o in runs)} "
+            f"| {failed / requests * 10_000:.1f} | {sum(o.stalled for o in runs)} "
+            f"| {max(o.longest_stretch for o in runs):.2f} s | {worst_over:+.2f} s |")
     return lines
 
 
