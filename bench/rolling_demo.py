@@ -146,11 +146,19 @@ def demo(args: argparse.Namespace, haproxy: str, gracerun: str) -> int:
 
     print()
     print(side_by_side(outcomes, ledgers))
+    print("""
+Under the plain wrapper, s1 stopped accepting at its SIGTERM while HAProxy went on
+sending it requests until two health checks had failed: those requests waited in
+HAProxy's connection retries (one a second) or failed.  Under gracerun, HAProxy
+stopped choosing s1 first (the haproxy hook set it to DRAIN), the requests it had
+already sent finished (drain), and only then did the app get its SIGTERM.  Its work
+queue consumer stopped at the notify (SIGUSR1), finishing the item in hand: the
+ledger's count of lost items is above.""")
     state = rundirs[-1] / "restart-shutdown.json"
     print(f"\nThe restart under gracerun, as it recorded it (gracerun report {state.name}):\n")
     sys.stdout.flush()
     subprocess.run([gracerun, "report", str(state)], check=False, timeout=30)
-    print(f"\nEvery process, HAProxy's log and each run's files: {tmp}")
+    print(f"\nThe runs' files (HAProxy's config and log, each instance's log): {tmp}")
     ok = all(ledger.accounted for ledger in ledgers) and outcomes[-1].failed == 0
     return 0 if ok else 1
 
