@@ -2,19 +2,32 @@
 """An example service to run under gracerun, and the service the test suite starts.
 
     python3 examples/app.py [--host H] [--port N] [--record FILE] [--drain-timeout S]
+                            [--queue DIR --ledger FILE [--item-ms N]]
 
 HTTP/1.1 with keep-alive on the standard library. Once listening it prints one line,
 ``ready port=<N>``, to stdout (``--port 0`` picks a free port).
+
+In the background a consumer stands in for a message-queue consumer.  Without
+``--queue`` it only ticks.  With ``--queue DIR`` it works through a local queue:
+each file in DIR is an item; the consumer claims the first (by name) by renaming it
+into ``DIR/taken/`` (atomic, so several instances can share one queue and each item
+goes to one of them), works on it for ``--item-ms`` (200), then deletes it.  The
+ledger, ``--ledger FILE``, gets ``taken NAME PID`` and ``finished NAME PID``, one
+line each, appended as it happens: an item taken and never finished was lost (and
+is still in ``DIR/taken/``).
 
     GET /             hello from pid <pid>
     GET /work?ms=N    sleeps N ms, then "done <N>": a slow request, for drain tests
     GET /inflight     requests in progress (monitoring requests like this one not counted)
     GET /healthz      ok
-    GET /stats        {"requests_total", "inflight", "consumer_running", "consumer_ticks"}
+    GET /stats        {"requests_total", "inflight", "consumer_running", "consumer_ticks",
+                       "items_finished", "current_item"}
 
 Signals:
-    SIGUSR1           stop the background consumer, keep serving HTTP
-    SIGTERM, SIGINT   stop accepting connections, finish in-flight requests, exit 0
+    SIGUSR1           stop the background consumer (it takes no new item and finishes the
+                      one in hand), keep serving HTTP
+    SIGTERM, SIGINT   stop accepting connections, finish in-flight requests, stop the
+                      consumer the same way, exit 0
     SIGHUP, SIGUSR2   recorded and otherwise ignored (for signal forwarding tests)
 
 ``--record FILE`` appends ``signal <NAME>`` for each signal received and ``exit <code>``
@@ -48,12 +61,27 @@ MONITORING = {"/healthz", "/inflight", "/stats"}
 
 
 class Consumer:
-    """Stands in for a message-queue consumer: a thread that does a unit of work per tick."""
+    """Stands in for a message-queue consumer: a thread that takes one item at a time.
 
-    def __init__(self) -> None:
+    stop() is the graceful stop a notify hook asks for: no new item is taken, the one
+    in hand is finished, then the thread ends.  Without a queue directory the thread
+    only ticks (a unit of work every 0.1 s).
+    """
+
+    POLL = 0.05  # an empty queue is looked at again after this long
+
+    def __init__(self, queue_dir: str | None = None, ledger: str | None = None,
+                 item_ms: int = 200) -> None:
         self.ticks = 0
+        self.items_finished = 0
+        self.current: str | None = None
+        self._queue = queue_dir
+        self._ledger = ledger
+        self._item_s = item_ms / 1000
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="consumer", daemon=True)
+        if queue_dir is not None:
+            os.makedirs(os.path.join(queue_dir, "taken"), exist_ok=True)
 
     @property
     def running(self) -> bool:
@@ -66,11 +94,45 @@ class Consumer:
         if self.running:
             self._stop.set()
             self._thread.join()
-            log.info("consumer stopped")
+            log.info("consumer stopped items_finished=%d", self.items_finished)
 
     def _run(self) -> None:
-        while not self._stop.wait(0.1):
+        if self._queue is None:
+            while not self._stop.wait(0.1):
+                self.ticks += 1
+            return
+        while not self._stop.is_set():
+            name = self._claim(self._queue)
+            if name is None:
+                self._stop.wait(self.POLL)
+                continue
+            # Once taken, an item is finished whatever happens meanwhile: the stop flag
+            # is only looked at between items.
+            self.current = name
+            self._note(f"taken {name}")
+            time.sleep(self._item_s)  # the work
+            self._note(f"finished {name}")
+            os.unlink(os.path.join(self._queue, "taken", name))
+            self.items_finished += 1
+            self.current = None
             self.ticks += 1
+
+    @staticmethod
+    def _claim(queue_dir: str) -> str | None:
+        """Take the first item nobody else took: rename() is atomic, so of several
+        instances renaming the same file exactly one succeeds."""
+        for name in sorted(os.listdir(queue_dir)):
+            if name == "taken" or name.startswith("."):
+                continue  # "." files: an item still being written by the producer
+            try:
+                os.rename(os.path.join(queue_dir, name), os.path.join(queue_dir, "taken", name))
+            except FileNotFoundError:
+                continue  # another instance was first
+            return name
+        return None
+
+    def _note(self, event: str) -> None:
+        record(self._ledger, f"{event} {os.getpid()}")
 
 
 class Server(ThreadingHTTPServer):
@@ -136,6 +198,8 @@ class Handler(BaseHTTPRequestHandler):
                 "inflight": self.server.inflight,
                 "consumer_running": consumer.running,
                 "consumer_ticks": consumer.ticks,
+                "items_finished": consumer.items_finished,
+                "current_item": consumer.current,
             }
             return 200, json.dumps(stats) + "\n", "application/json"
         if path == "/work":
@@ -165,7 +229,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=os.environ.get("PORT", "8080"))
     parser.add_argument("--record", metavar="FILE", help="append received signals and exit")
     parser.add_argument("--drain-timeout", type=float, default=30.0, metavar="SECONDS")
+    parser.add_argument("--queue", metavar="DIR", help="consume the item files in DIR")
+    parser.add_argument("--ledger", metavar="FILE", help="append 'taken/finished NAME PID'")
+    parser.add_argument("--item-ms", type=int, default=200, metavar="N",
+                        help="milliseconds of work per item (200)")
     args = parser.parse_args(argv)
+    if args.ledger and not args.queue:
+        parser.error("--ledger needs --queue")
+    if args.item_ms < 0:
+        parser.error("--item-ms must be 0 or more")
     logging.basicConfig(format="app: %(message)s", level=logging.INFO, stream=sys.stderr)
 
     # Signal handlers only enqueue; the main thread does the work. Python runs handlers in
@@ -179,14 +251,17 @@ def main(argv: list[str] | None = None) -> int:
     for sig in HANDLED_SIGNALS:
         signal.signal(sig, lambda signum, _frame: signals.put(signum))
 
-    consumer = Consumer()
+    consumer = Consumer(args.queue, args.ledger, args.item_ms)
     try:
         server = Server((args.host, args.port), consumer)
     except OSError as exc:
         log.error("cannot listen on %s port %s: %s", args.host, args.port, exc)
         record(args.record, "exit 1")
         return 1
-    serving = threading.Thread(target=server.serve_forever, name="http")
+    # A short poll: server.shutdown() waits for serve_forever() to notice, and the default
+    # (0.5 s) would add up to half a second to every stop.
+    serving = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                               name="http")
     signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
     consumer.start()
     serving.start()  # and, from it, every request thread

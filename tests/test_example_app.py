@@ -286,3 +286,148 @@ def test_signal_bursts_reach_the_main_thread(start_app: Callable[..., App]) -> N
     lines = app.record_lines()
     assert sorted(lines[:10]) == ["signal SIGHUP"] * 5 + ["signal SIGUSR2"] * 5
     assert lines[10:] == ["signal SIGUSR1", "signal SIGTERM", "exit 0"]
+
+
+# ------------------------------------------------------------------ the work queue
+
+
+def make_items(queue: Path, count: int, start: int = 0) -> list[str]:
+    """Item files as a producer writes them: under a "." name, then renamed into place,
+    so a consumer never takes a half-written item."""
+    queue.mkdir(exist_ok=True)
+    names = []
+    for n in range(start, start + count):
+        name = f"item-{n:04d}"
+        (queue / f".{name}").write_text(f"payload {n}\n")
+        os.rename(queue / f".{name}", queue / name)
+        names.append(name)
+    return names
+
+
+def ledger(path: Path) -> list[tuple[str, str, int]]:
+    """(event, item, pid) for each line of a ledger file."""
+    if not path.exists():
+        return []
+    return [(event, item, int(pid))
+            for event, item, pid in (line.split() for line in path.read_text().splitlines())]
+
+
+def lost(entries: list[tuple[str, str, int]]) -> set[str]:
+    """Items taken and never finished."""
+    taken = {item for event, item, _ in entries if event == "taken"}
+    return taken - {item for event, item, _ in entries if event == "finished"}
+
+
+def queued(queue: Path) -> list[str]:
+    return sorted(p.name for p in queue.iterdir() if p.is_file())
+
+
+def test_queue_items_are_taken_once_and_finished(start_app: Callable[..., App],
+                                                 tmp_path: Path) -> None:
+    """Steps: five items in a queue directory; the app works through them in name order;
+    the ledger shows each taken then finished, once, by the app's pid; the queue and its
+    taken/ directory end empty; /stats counts five items."""
+    queue, book = tmp_path / "queue", tmp_path / "ledger"
+    names = make_items(queue, 5)
+    app = start_app("--queue", str(queue), "--ledger", str(book), "--item-ms", "20")
+    wait_until(lambda: app.stats()["items_finished"] == 5, "five items finished")
+    pid = app.proc.pid
+    expected = [entry for name in names for entry in (("taken", name, pid),
+                                                      ("finished", name, pid))]
+    assert ledger(book) == expected
+    assert queued(queue) == [] and list((queue / "taken").iterdir()) == []
+    assert app.stats()["current_item"] is None
+
+
+def test_two_instances_share_a_queue_and_take_each_item_once(start_app: Callable[..., App],
+                                                             tmp_path: Path) -> None:
+    """Steps: two apps consume one queue while 40 items arrive in batches; in the end
+    every item was finished exactly once, none was lost, and the two apps' counts add
+    up to 40."""
+    queue, book = tmp_path / "queue", tmp_path / "ledger"
+    queue.mkdir()
+    apps = [start_app("--queue", str(queue), "--ledger", str(book), "--item-ms", "5")
+            for _ in range(2)]
+    names = []
+    for batch in range(4):
+        names += make_items(queue, 10, start=10 * batch)
+        wait_until(lambda: queued(queue) == [], f"batch {batch} to be taken")
+    wait_until(lambda: sum(a.stats()["items_finished"] for a in apps) == 40,
+               "40 items finished")
+    entries = ledger(book)
+    finished = sorted(item for event, item, _ in entries if event == "finished")
+    assert finished == sorted(names)
+    assert lost(entries) == set()
+    assert {pid for _, _, pid in entries} <= {a.proc.pid for a in apps}
+
+
+def _item_in_hand(app: App, book: Path, item_ms: int) -> str:
+    """Wait until the app is working on an item; return its name."""
+    wait_until(lambda: app.stats()["current_item"] is not None, "an item in hand")
+    current = app.stats()["current_item"]
+    assert ("taken", current, app.proc.pid) in ledger(book)
+    assert ("finished", current, app.proc.pid) not in ledger(book), \
+        f"item finished before the test could signal: raise item_ms above {item_ms}"
+    return str(current)
+
+
+def test_sigusr1_finishes_the_item_in_hand_and_takes_no_more(start_app: Callable[..., App],
+                                                              tmp_path: Path) -> None:
+    """Steps: three items, each 1.5 s of work; once the first is in hand, SIGUSR1 (the
+    notify hook); the consumer stops only after finishing that item; the other two stay
+    in the queue, untaken; the app still serves HTTP and nothing was lost."""
+    queue, book = tmp_path / "queue", tmp_path / "ledger"
+    make_items(queue, 3)
+    app = start_app("--queue", str(queue), "--ledger", str(book), "--item-ms", "1500")
+    current = _item_in_hand(app, book, 1500)
+    app.proc.send_signal(signal.SIGUSR1)
+    wait_until(lambda: app.stats()["consumer_running"] is False, "the consumer to stop")
+    entries = ledger(book)
+    pid = app.proc.pid
+    assert entries == [("taken", current, pid), ("finished", current, pid)]
+    assert queued(queue) == ["item-0001", "item-0002"]
+    assert app.get("/healthz") == (200, "ok")
+    assert app.stats()["items_finished"] == 1
+    assert lost(entries) == set()
+
+
+def test_sigterm_finishes_the_item_in_hand_before_exit(start_app: Callable[..., App],
+                                                       tmp_path: Path) -> None:
+    """Steps: two items of 1.5 s; SIGTERM while the first is in hand; the app exits 0
+    only after finishing it, and the second is still queued."""
+    queue, book = tmp_path / "queue", tmp_path / "ledger"
+    make_items(queue, 2)
+    app = start_app("--queue", str(queue), "--ledger", str(book), "--item-ms", "1500")
+    current = _item_in_hand(app, book, 1500)
+    app.proc.send_signal(signal.SIGTERM)
+    assert app.proc.wait(timeout=DEADLINE) == 0
+    pid = app.proc.pid
+    assert ledger(book) == [("taken", current, pid), ("finished", current, pid)]
+    assert queued(queue) == ["item-0001"]
+    assert app.record_lines() == ["signal SIGTERM", "exit 0"]
+
+
+def test_sigkill_mid_item_shows_in_the_ledger_as_lost(start_app: Callable[..., App],
+                                                      tmp_path: Path) -> None:
+    """Negative control for the tests above: an app killed with an item in hand leaves
+    that item taken and never finished, in the ledger and in taken/, so "nothing lost"
+    is something the ledger can contradict."""
+    queue, book = tmp_path / "queue", tmp_path / "ledger"
+    make_items(queue, 2)
+    app = start_app("--queue", str(queue), "--ledger", str(book), "--item-ms", "5000")
+    current = _item_in_hand(app, book, 5000)
+    app.proc.kill()
+    app.proc.wait(timeout=DEADLINE)
+    assert lost(ledger(book)) == {current}
+    assert [p.name for p in (queue / "taken").iterdir()] == [current]
+
+
+def test_queue_options_are_checked(tmp_path: Path) -> None:
+    for args, message in ((["--ledger", str(tmp_path / "l")], "--ledger needs --queue"),
+                          (["--queue", str(tmp_path), "--item-ms", "-1"],
+                           "--item-ms must be 0 or more")):
+        proc = subprocess.run([sys.executable, str(APP), "--port", "0", *args],
+                              capture_output=True, text=True, timeout=DEADLINE)
+        assert proc.returncode == 2, proc.stderr
+        assert message in proc.stderr
+        assert "Traceback" not in proc.stderr
