@@ -63,6 +63,7 @@ def planned_timeline(cfg: config.Config, grace_period: float | None) -> tuple[li
         lines.append(f"DOES NOT FIT: worst case {total:.3f}s exceeds budget {sd.budget:.3f}s "
                      f"by {total - sd.budget:.3f}s; pre-stop phases would be cut short so the "
                      f"service keeps its {grace:.3f}s stop grace")
+    lines.extend(f"warning: {w}" for w in plan_warnings(cfg))
     if grace_period is not None:
         margin = grace_period - sd.budget
         if margin >= 1.0:
@@ -77,6 +78,27 @@ def planned_timeline(cfg: config.Config, grace_period: float | None) -> tuple[li
                          f"service may get only {max(0.0, grace_period - (total - grace)):.3f}s "
                          f"after its stop signal")
     return lines, fits
+
+
+def plan_warnings(cfg: config.Config) -> list[str]:
+    """What is valid but probably not what the user wants."""
+    from gracerun.config.plan import ConnectionsProbe
+
+    out = []
+    plan = cfg.plan
+    if plan is not None and plan.drain is not None and not plan.deregister.hooks \
+            and plan.propagate is None \
+            and any(isinstance(p, ConnectionsProbe) for p in plan.drain.all_probes):
+        out.append("drain relies on a connections probe with no deregister and no propagate "
+                   "phase before it: traffic that never stops keeps it busy until its "
+                   "timeout (take the instance out of rotation first)")
+    su = cfg.startup
+    if cfg.has_startup and su is not None and su.restore and su.probe is None \
+            and su.delay is None and plan is not None and plan.deregister.hooks:
+        out.append("the start-up puts the instance back into rotation as soon as the service "
+                   "is started, before it may be able to take work: set startup.probe (or "
+                   "startup.delay)")
+    return out
 
 
 def check(argv: list[str]) -> int:

@@ -33,6 +33,11 @@ REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
 MANIFESTS = EXAMPLES / "k8s"
 DEFAULT_GRACE_PERIOD = 35
+# What a pod's spec gives its container (the downward API and the Deployment's env):
+# the examples read these with ${VAR}, as they would in the cluster.
+POD_ENV = {"HOSTNAME": "orders-7d9f8-x2k4q", "POD_NAME": "orders-7d9f8-x2k4q",
+           "POD_IP": "10.1.2.3", "SERVICE": "orders", "SERVICE_NAME": "orders",
+           "NACOS_ADDR": "http://nacos-0.nacos:8848"}
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -63,6 +68,7 @@ def grace_period(manifest: Path) -> int:
 def check(config: Path, seconds: int) -> subprocess.CompletedProcess[str]:
     """`gracerun check` as a user runs it: its own environment, from the repository."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("GRACERUN_")}
+    env.update(POD_ENV)
     return subprocess.run([sys.executable, "-m", "gracerun", "check", "--config", str(config),
                            "--grace-period", str(seconds)],
                           capture_output=True, text=True, timeout=30, cwd=REPO, env=env)
@@ -132,3 +138,16 @@ def test_manifest_pairs_with_a_config_and_wires_gracerun(manifest: Path) -> None
 
     budget = values.duration(str(cfg.get("shutdown", {}).get("budget", "30s")))
     assert grace_period(manifest) > budget, (grace_period(manifest), budget)
+
+
+def test_the_readme_configuration_fits(tmp_path: Path) -> None:
+    """README's example configuration is valid and fits the grace period its comment names."""
+    text = (REPO / "README.md").read_text()
+    block = re.search(r"```toml\n(\[shutdown\]\nbudget = .*?)```", text, re.S)
+    assert block, "README has no [shutdown] example"
+    grace = re.search(r"terminationGracePeriodSeconds \((\d+)\)", block.group(1))
+    assert grace, "the example names its grace period"
+    config = tmp_path / "readme.toml"
+    config.write_text(block.group(1))
+    result = check(config, int(grace.group(1)))
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -66,3 +66,28 @@ duration = "35s"
     assert code == 1, out
     assert "DOES NOT FIT: worst case 40.000s exceeds budget 35.000s" in out
     assert "DOES NOT FIT Kubernetes" in out
+
+
+def test_check_warns_of_a_connections_drain_with_nothing_before_it(h: Harness) -> None:
+    """A connections drain with no deregister and no propagate: valid (exit 0) but warned
+    about; with a propagate phase before it the warning goes away (negative control)."""
+    drain = '[shutdown.drain]\nprobe = { type = "connections", port = 8080 }\ntimeout = "5s"\n'
+    code, out = _check(h, drain)
+    assert code == 0, out
+    assert "warning: drain relies on a connections probe with no deregister" in out
+    code, out = _check(h, drain + '[shutdown.propagate]\nsleep = "2s"\n')
+    assert code == 0, out
+    assert "warning" not in out
+
+
+def test_check_warns_of_a_restore_without_a_readiness_probe(h: Harness) -> None:
+    """A deregister hook that the start-up puts back, with no startup.probe: warned; with a
+    probe, not."""
+    hook = ('[[shutdown.deregister.hooks]]\ntype = "haproxy"\nsocket = "/run/haproxy.sock"\n'
+            'backend = "app"\nserver = "web1"\n')
+    code, out = _check(h, hook)
+    assert code == 0, out
+    assert "warning: the start-up puts the instance back into rotation as soon as" in out
+    code, out = _check(h, hook + '[startup]\nprobe = { type = "tcp", port = 8080 }\n')
+    assert code == 0, out
+    assert "warning" not in out

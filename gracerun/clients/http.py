@@ -18,6 +18,7 @@ https request.
 from __future__ import annotations
 
 import asyncio
+import os
 import urllib.parse
 from collections.abc import Mapping  # already loaded by the interpreter itself
 from dataclasses import dataclass
@@ -329,6 +330,45 @@ async def _read_to_eof(reader: asyncio.StreamReader, max_body: int) -> bytes:
         if len(body) > max_body:
             raise _ProtocolError(f"body over the {max_body} byte limit")
     return bytes(body)
+
+
+_ca_contexts: dict[str, ssl.SSLContext] = {}
+_MAX_SECRET = 64 * 1024
+
+
+def ca_context(ca_file: str) -> ssl.SSLContext:
+    """A TLS context that trusts `ca_file` (one per file for the run: loading costs ms)."""
+    import ssl
+
+    ctx = _ca_contexts.get(ca_file)
+    if ctx is None:
+        try:
+            ctx = _ca_contexts[ca_file] = ssl.create_default_context(cafile=ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise HttpError(f"cannot load the CA file {ca_file}: "
+                            f"{getattr(exc, 'strerror', None) or exc}") from None
+    return ctx
+
+
+def read_secret(path: str, what: str = "token") -> str:
+    """A bearer token's file, read at each request (tokens rotate): a regular file of at
+    most 64 KiB, stripped.  HttpError when it cannot be read; the content is never shown."""
+    import stat
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK)
+    except OSError as exc:
+        raise HttpError(f"cannot read the {what} at {path}: {exc.strerror or exc}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise HttpError(f"the {what} at {path} is not a regular file")
+        data = os.read(fd, _MAX_SECRET + 1)
+    finally:
+        os.close(fd)
+    text = data.decode("utf-8", "replace").strip()
+    if len(data) > _MAX_SECRET or not text or any(c in text for c in "\r\n\0"):
+        raise HttpError(f"the {what} at {path} is empty, too large or not one line")
+    return text
 
 
 def _ssl_default_context() -> ssl.SSLContext:

@@ -35,7 +35,6 @@ SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 TOKEN_FILE = f"{SA_DIR}/token"
 CA_FILE = f"{SA_DIR}/ca.crt"
 NAMESPACE_FILE = f"{SA_DIR}/namespace"
-_MAX_TOKEN = 64 * 1024
 _MAX_BODY = 8 * 1024 * 1024  # a list of slices of a very large Service
 
 
@@ -60,36 +59,21 @@ def default_api(environ: dict[str, str] | None = None) -> str:
 
 
 def read_small_file(path: str, what: str) -> str:
-    """A token or namespace file: regular, bounded, stripped; KubernetesError if not."""
+    """A token or namespace file (clients/http.py's read_secret); KubernetesError if bad."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK)
-    except OSError as exc:
-        raise KubernetesError(f"cannot read the {what} at {path}: "
-                              f"{exc.strerror or exc}") from None
+        return httpclient.read_secret(path, what)
+    except httpclient.HttpError as exc:
+        raise KubernetesError(str(exc)) from None
+
+
+def ssl_context(ca_file: str | None) -> ssl.SSLContext | None:
+    """Trust `ca_file`, or the system's store (None) when there is none."""
+    if not ca_file:
+        return None
     try:
-        import stat
-
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise KubernetesError(f"the {what} at {path} is not a regular file")
-        data = os.read(fd, _MAX_TOKEN + 1)
-    finally:
-        os.close(fd)
-    if len(data) > _MAX_TOKEN:
-        raise KubernetesError(f"the {what} at {path} is larger than {_MAX_TOKEN} bytes")
-    text = data.decode("utf-8", "replace").strip()
-    if not text:
-        raise KubernetesError(f"the {what} at {path} is empty")
-    return text
-
-
-def ssl_context(ca_file: str | None) -> ssl.SSLContext:
-    import ssl
-
-    try:
-        return ssl.create_default_context(cafile=ca_file) if ca_file else \
-            ssl.create_default_context()
-    except (OSError, ssl.SSLError) as exc:
-        raise KubernetesError(f"cannot load the CA file {ca_file}: {exc}") from None
+        return httpclient.ca_context(ca_file)
+    except httpclient.HttpError as exc:
+        raise KubernetesError(str(exc)) from None
 
 
 async def endpoint_state(api: str, namespace: str, service: str, *, pod_name: str | None,

@@ -100,6 +100,13 @@ class HttpHook(Hook):
                                      help="a table of strings: header names of token "
                                           "characters, one-line latin-1 values")
     body: bytes | None = opt(None, expand=strings.body, help="a string, sent as UTF-8")
+    bearer_token_file: str | None = opt(None, expand=strings.path,
+                                        help="a file holding a bearer token, read at every "
+                                             "request (tokens rotate) and sent as "
+                                             "`Authorization: Bearer ...`; never logged")
+    ca_file: str | None = opt(None, expand=strings.path, shown="the system's store",
+                              help="the CA certificates (PEM) that an `https://` server's "
+                                   "certificate must chain to")
     expect_status: frozenset[int] = opt(frozenset(), parse=values.statuses, shown="any 2xx",
                                         help="the status codes that count as success: a "
                                              "number or an array of numbers (100-599)")
@@ -241,6 +248,13 @@ class HttpProbe(Probe):
                                  'number, e.g. `"inflight"`')
     ok_status: frozenset[int] = opt(frozenset({200}), parse=values.statuses,
                                     help="a number or a non-empty array of numbers (100-599)")
+    headers: Mapping[str, str] = opt({}, expand=strings.headers,
+                                     help="a table of strings: request headers")
+    bearer_token_file: str | None = opt(None, expand=strings.path,
+                                        help="as for the http hook: a bearer token's file, "
+                                             "read at every request")
+    ca_file: str | None = opt(None, expand=strings.path, shown="the system's store",
+                              help="as for the http hook: the CA for an `https://` URL")
 
 
 @dataclass(frozen=True, kw_only=True)

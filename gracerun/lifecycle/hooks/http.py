@@ -2,13 +2,30 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from gracerun.clients import http as httpclient
-from gracerun.config.plan import HttpHook
+from gracerun.config.plan import HttpHook, HttpProbe
 from gracerun.core.service import Service
 from gracerun.lifecycle.hooks import HookFailed, HookTimedOut
 from gracerun.observe import redact
 
+if TYPE_CHECKING:
+    import ssl
+
 RECORD = HttpHook  # the config record of this kind (see KINDS in __init__.py)
+
+
+def headers_of(hook: HttpHook | HttpProbe) -> dict[str, str]:
+    """The configured headers, plus the bearer token read from its file now."""
+    headers = dict(hook.headers)
+    if hook.bearer_token_file:
+        headers["Authorization"] = "Bearer " + httpclient.read_secret(hook.bearer_token_file)
+    return headers
+
+
+def tls_of(hook: HttpHook | HttpProbe) -> ssl.SSLContext | None:
+    return httpclient.ca_context(hook.ca_file) if hook.ca_file else None
 
 
 def _accepted(hook: HttpHook, status: int) -> bool:
@@ -23,8 +40,9 @@ async def run(hook: HttpHook, service: Service) -> str:
         if attempt:
             await asyncio.sleep(hook.backoff * 2 ** (attempt - 1))
         try:
-            resp = await httpclient.request(hook.method, hook.url, headers=hook.headers,
-                                            body=hook.body, timeout=hook.timeout)
+            resp = await httpclient.request(hook.method, hook.url, headers=headers_of(hook),
+                                            body=hook.body, timeout=hook.timeout,
+                                            ssl_context=tls_of(hook))
         except httpclient.HttpError as exc:
             last, timed_out = str(exc), isinstance(exc, httpclient.HttpTimeout)
             continue

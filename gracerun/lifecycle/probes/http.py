@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from gracerun.clients import http as httpclient
 from gracerun.config.plan import HttpProbe
 from gracerun.core.service import Service
+from gracerun.lifecycle.hooks.http import headers_of, tls_of
 from gracerun.lifecycle.probes import ProbeError
 from gracerun.observe import redact
 
@@ -31,7 +32,8 @@ def traffic(probe: HttpProbe) -> Callable[[], Awaitable[float]]:
 
 async def ready(probe: HttpProbe) -> bool:
     try:
-        resp = await httpclient.request("GET", probe.url, timeout=probe.timeout)
+        resp = await httpclient.request("GET", probe.url, headers=headers_of(probe),
+                                        timeout=probe.timeout, ssl_context=tls_of(probe))
     except (httpclient.HttpError, OSError):
         return False
     return resp.status in probe.ok_status
@@ -39,7 +41,8 @@ async def ready(probe: HttpProbe) -> bool:
 
 async def read(probe: HttpProbe) -> float:
     try:
-        resp = await httpclient.request("GET", probe.url, timeout=probe.timeout)
+        resp = await httpclient.request("GET", probe.url, headers=headers_of(probe),
+                                        timeout=probe.timeout, ssl_context=tls_of(probe))
     except httpclient.HttpError as exc:
         raise ProbeError(str(exc)) from None
     if probe.value == "status":

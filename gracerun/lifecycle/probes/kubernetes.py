@@ -18,16 +18,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from gracerun.clients import kubernetes as k8s
 from gracerun.config import strings
 from gracerun.config.plan import Probe, opt
 from gracerun.core.service import Service
 from gracerun.lifecycle.probes import ProbeError
-
-if TYPE_CHECKING:
-    import ssl
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -60,19 +56,8 @@ async def propagated(probe: KubernetesProbe, service: Service) -> bool:
             probe.api or k8s.default_api(), namespace, probe.service,
             pod_name=probe.pod_name or os.environ.get("POD_NAME") or os.environ.get("HOSTNAME"),
             pod_ip=probe.pod_ip or os.environ.get("POD_IP"),
-            token_file=probe.token_file or None, tls=_tls(probe.ca_file or None),
+            token_file=probe.token_file or None, tls=k8s.ssl_context(probe.ca_file),
             timeout=probe.timeout)
     except k8s.KubernetesError as exc:
         raise ProbeError(str(exc)) from None
     return not state.ready
-
-
-_contexts: dict[str | None, ssl.SSLContext] = {}
-
-
-def _tls(ca_file: str | None) -> ssl.SSLContext:
-    """One TLS context per CA file for the run (loading a CA store costs milliseconds)."""
-    ctx = _contexts.get(ca_file)
-    if ctx is None:
-        ctx = _contexts[ca_file] = k8s.ssl_context(ca_file)
-    return ctx
