@@ -65,6 +65,7 @@ def test_before_a_shutdown() -> None:
     assert value(registry, "gracerun_service_exit_code") is None  # absent while it runs
     assert value(registry, "gracerun_service_restarts_total") == 0.0
     assert value(registry, "gracerun_sigkill_escalations_total") == 0.0
+    assert value(registry, "gracerun_log_lines_dropped_total") == 0.0
     build = [s for m in registry.collect() if m.name == "gracerun_build_info" for s in m.samples]
     assert build[0].value == 1.0 and set(build[0].labels) == {"version", "python_version"}
 

@@ -215,3 +215,42 @@ timeout = "30s"
     assert run.phase_ended("deregister")["reason"] == "done"
     assert hap.status("web1").startswith("DRAIN")
     gate.touch()
+
+
+@pytest.mark.parametrize("on_failure", ["ready", "not-ready"])
+def test_a_failed_start_up_registration_never_keeps_the_service_from_starting(
+        pair: tuple[Harness, Harness, TwoServerHaproxy], tmp_path: Path,
+        on_failure: str) -> None:
+    """Steps: the deregister hook names an HAProxy stats socket that does not exist, so
+    putting the instance back fails at start-up.
+    - on_failure = "ready": the failure is logged and counted
+      (gracerun_hook_runs_total{phase="register",outcome="failed"}), and /ready answers
+      200: the service works, it is only missing from that load balancer.
+    - on_failure = "not-ready": /ready stays 503 and the hook is retried every
+      retry_interval.
+    Either way the app serves, and SIGTERM ends the run normally.
+    """
+    a, _, hap = pair
+    missing = tmp_path / "no-such.sock"
+    cfg = config(a, hap, "web1", extra=f'on_failure = "{on_failure}"\n'
+                                       'retry_interval = "200ms"\n')
+    cfg = cfg.replace(f'socket = "{hap.socket}"\nbackend = "app"\nserver = "web1"\n'
+                      'state = "drain"',
+                      f'socket = "{missing}"\nbackend = "app"\nserver = "web1"\n'
+                      'state = "drain"', 1)
+    run = a.start(cfg)
+    assert http_get(run.url("/"))[0] == 200  # the service runs whatever the registry says
+    metrics = ready_url(run, cfg).replace("/ready", "/metrics")
+    if on_failure == "ready":
+        wait_for(lambda: http_get(ready_url(run, cfg))[0] == 200, "/ready")
+        failed = [line for line in http_get(metrics)[1].splitlines()
+                  if line.startswith("gracerun_hook_runs_total{") and 'phase="register"' in line
+                  and 'outcome="failed"' in line]
+        assert failed and failed[0].endswith(" 1.0"), failed
+        assert run.phase_ended("register")["reason"] == "hook failed"
+    else:
+        wait_for(lambda: len(run.find("start-up hooks failed; not ready, retrying")) >= 3,
+                 "three retries")
+        assert http_get(ready_url(run, cfg))[0] == 503
+    run.signal(signal.SIGTERM)
+    assert run.wait() == 0

@@ -24,12 +24,12 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from gracerun import __version__
 from gracerun.config.plan import Plan
-from gracerun.core import signals
+from gracerun.core import log, signals
 from gracerun.core.lifecycle import Event, Lifecycle, State, Transition
 from gracerun.core.service import Service
 from gracerun.core.timeline import HookRecord, Timeline
@@ -90,6 +90,10 @@ class ShutdownCollector(Collector):
             seconds.add_metric([name], value)
         yield seconds
 
+        yield CounterMetricFamily("gracerun_log_lines_dropped",
+                                  "Log lines dropped because stderr did not take them (a "
+                                  "stalled log reader); gracerun never blocks on its log.",
+                                  value=float(log.dropped_lines()))
         code = self.service.exit_code if self.service is not None else None
         if code is not None:
             yield GaugeMetricFamily("gracerun_service_exit_code",
