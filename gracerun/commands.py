@@ -82,7 +82,7 @@ def planned_timeline(cfg: config.Config, grace_period: float | None) -> tuple[li
 
 def plan_warnings(cfg: config.Config) -> list[str]:
     """What is valid but probably not what the user wants."""
-    from gracerun.config.plan import ConnectionsProbe
+    from gracerun.config.kinds import ConnectionsProbe
 
     out = []
     plan = cfg.plan

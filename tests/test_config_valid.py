@@ -15,20 +15,17 @@ import pytest
 from gracerun import cli
 from gracerun.config import load as config
 from gracerun.config import settings, values
-from gracerun.config.plan import (
+from gracerun.config.kinds import (
     ConnectionsProbe,
-    DrainConfig,
     ExecHook,
     ExecProbe,
-    HookPhase,
     HttpHook,
     HttpProbe,
-    Plan,
-    PropagateConfig,
     SignalHook,
     SleepHook,
     TcpProbe,
 )
+from gracerun.config.plan import DrainConfig, HookPhase, Plan, PropagateConfig
 from gracerun.errors import ConfigError
 
 pytestmark = pytest.mark.timeout(60)

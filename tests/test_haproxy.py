@@ -35,7 +35,7 @@ from pipeline_support import APP, Background, Harness, free_port, harness, http_
 
 from gracerun.clients import haproxy
 from gracerun.config import load as config
-from gracerun.config.plan import HaproxyHook, HaproxyProbe
+from gracerun.config.kinds import HaproxyHook, HaproxyProbe
 from gracerun.errors import ConfigError
 from gracerun.lifecycle.hooks.haproxy import took_effect
 

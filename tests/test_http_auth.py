@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from gracerun.config.plan import HttpHook, HttpProbe
+from gracerun.config.kinds import HttpHook, HttpProbe
 from gracerun.core.reaper import Reaper
 from gracerun.core.service import Service
 from gracerun.lifecycle.hooks import HookFailed

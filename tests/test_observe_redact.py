@@ -150,7 +150,7 @@ def test_http_reason_phrase_is_escaped() -> None:
 
 def test_http_hook_failure_shows_no_token() -> None:
     """The http hook's own "unexpected status" message (lifecycle/hooks/http.py)."""
-    from gracerun.config.plan import HttpHook
+    from gracerun.config.kinds import HttpHook
     from gracerun.lifecycle.hooks import HookFailed
     from gracerun.lifecycle.hooks import http as http_hook
 

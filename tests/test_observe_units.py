@@ -14,7 +14,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_om
 
-from gracerun.config.plan import HookPhase, Plan, SleepHook
+from gracerun.config.kinds import SleepHook
+from gracerun.config.plan import HookPhase, Plan
 from gracerun.core.lifecycle import Lifecycle, State
 from gracerun.core.reaper import Reaper
 from gracerun.core.service import Service

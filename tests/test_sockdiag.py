@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gracerun.clients import sockdiag
+from gracerun.clients import inet_diag, sockdiag
 from gracerun.clients.sockdiag import (
     SockDiagError,
     TcpSocket,
@@ -242,14 +242,14 @@ def test_ports_filter_excludes_other_ports(net: Net) -> None:
     both = tcp_sockets([port_a, port_b])
     assert {s.local[1] for s in both} == {port_a, port_b}
 
-    many = [port_a, *(p for p in range(1, 1 + sockdiag._MAX_BYTECODE_PORTS + 10) if p != port_b)]
+    many = [port_a, *(p for p in range(1, 1 + inet_diag.MAX_BYTECODE_PORTS + 10) if p != port_b)]
     assert [s.cookie for s in tcp_sockets(many) if s.local[1] == port_a] == [only_a[0].cookie]
     assert port_b not in {s.local[1] for s in tcp_sockets(many)}
 
     all_states = sum(1 << s for s in TcpState)
-    with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, sockdiag._NETLINK_SOCK_DIAG) as nl:
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, inet_diag.NETLINK_SOCK_DIAG) as nl:
         raw = list(
-            sockdiag._dump(nl, 1, socket.AF_INET, all_states, sockdiag._port_filter([port_a]))
+            inet_diag.dump(nl, 1, socket.AF_INET, all_states, inet_diag.port_filter([port_a]))
         )
     assert {s.local[1] for s in raw} == {port_a}
     assert {s.state for s in raw} == {TcpState.LISTEN, TcpState.ESTABLISHED}
@@ -278,10 +278,10 @@ def test_passive_opens_errors(tmp_path: Path) -> None:
 def test_kernel_error_becomes_sockdiag_error() -> None:
     """An NLMSG_ERROR reply (here: an address family the kernel rejects) is a SockDiagError."""
     with (
-        socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, sockdiag._NETLINK_SOCK_DIAG) as nl,
+        socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, inet_diag.NETLINK_SOCK_DIAG) as nl,
         pytest.raises(SockDiagError) as caught,
     ):
-        list(sockdiag._dump(nl, 1, 255, 1 << TcpState.ESTABLISHED, b""))
+        list(inet_diag.dump(nl, 1, 255, 1 << TcpState.ESTABLISHED, b""))
     assert caught.value.errno == errno.EINVAL
 
 

@@ -99,7 +99,7 @@ def test_negative_control_the_blocking_query_holds_the_loop(
         loop_kind: str, silent_kernel: None, monkeypatch: pytest.MonkeyPatch) -> None:
     """The same stuck dump through the blocking call (with a 0.3 s timeout):
     the 50 ms timer waits until the call gives up, so the test above can fail."""
-    monkeypatch.setattr(sockdiag, "_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(sockdiag, "TIMEOUT_S", 0.3)
 
     async def scenario() -> float:
         loop = asyncio.get_running_loop()

@@ -25,7 +25,8 @@ from gracerun.config.values import Env
 from gracerun.errors import ConfigError
 
 if TYPE_CHECKING:  # plan.py is imported only for configs that use it (start-up time)
-    from gracerun.config.plan import Plan, Probe, StartupConfig
+    from gracerun.config.kinds import Probe
+    from gracerun.config.plan import Plan, StartupConfig
 
 DEFAULT_BUDGET: float = default("shutdown.budget")
 PHASE_TABLES = ("notify", "deregister", "propagate", "drain")

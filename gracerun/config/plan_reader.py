@@ -1,7 +1,7 @@
 """Reading [shutdown]'s phase tables, hooks and probes into plan.py's records.
 
 Key names, parsers and defaults come from the records' field declarations
-(`plan.opt`): `read_record` walks a record's fields, so adding a key is adding a
+(`kinds.opt`): `read_record` walks a record's fields, so adding a key is adding a
 field.  What is left here is what one field cannot say: which kind a `type`
 names, the keys that stand in for another (`port` / `ports`), and the rules
 between keys (`socket` or `address`; a fixed sleep or an adaptive wait).
@@ -14,17 +14,15 @@ from dataclasses import MISSING, Field, fields
 from typing import Any, TypeVar
 
 from gracerun.config import values
+from gracerun.config.kinds import ConnectionsProbe, Hook, Probe
 from gracerun.config.plan import (
     COUNTING_PROBES,
     HOOK_PHASES,
     HOOKS,
     PROBES,
-    ConnectionsProbe,
     DrainConfig,
-    Hook,
     HookPhase,
     Plan,
-    Probe,
     PropagateConfig,
     StartupConfig,
     drain_probes,

@@ -20,7 +20,7 @@ from dataclasses import MISSING, Field, fields
 from pathlib import Path
 from typing import Any
 
-from gracerun.config import plan, settings, values
+from gracerun.config import kinds, plan, settings, values
 from gracerun.config.plan_reader import default_of
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
@@ -92,18 +92,18 @@ def _record_table(cls: type, skip: tuple[str, ...] = ()) -> list[str]:
     return [*_HEAD, *(_field_row(f) for f in fields(cls) if f.name not in skip)]
 
 
-def _type_row(kinds: Mapping[str, Any]) -> str:
-    names = [f"`{k}`" for k in kinds]
+def _type_row(records: Mapping[str, Any]) -> str:
+    names = [f"`{k}`" for k in records]
     return _row("`type`", "required", f"{', '.join(names[:-1])} or {names[-1]}.")
 
 
-def _common_table(base: type, kinds: Mapping[str, Any]) -> list[str]:
-    """The keys every kind has; a default some kinds change is shown with theirs."""
-    rows = [*_HEAD, _type_row(kinds)]
+def _common_table(base: type, records: Mapping[str, Any]) -> list[str]:
+    """The keys every kind has; a default some records change is shown with theirs."""
+    rows = [*_HEAD, _type_row(records)]
     for f in fields(base):
         default = _field_default(f)
         changed = []
-        for kind, cls in kinds.items():
+        for kind, cls in records.items():
             mine = next(g for g in fields(cls) if g.name == f.name)
             if _field_default(mine) != default:
                 changed.append(f"{kind}: {_field_default(mine)}")
@@ -148,13 +148,13 @@ def blocks() -> dict[str, list[str]]:
     out["shutdown.propagate"] = _record_table(plan.PropagateConfig)
     out["shutdown.drain"] = _record_table(plan.DrainConfig)
     out["startup"] = _record_table(plan.StartupConfig)
-    out["hooks"] = _common_table(plan.Hook, plan.HOOKS)
+    out["hooks"] = _common_table(kinds.Hook, plan.HOOKS)
     for kind, hook in plan.HOOKS.items():
-        out[f"hooks.{kind}"] = _kind_table(hook, plan.Hook)
+        out[f"hooks.{kind}"] = _kind_table(hook, kinds.Hook)
     out["probes.places"] = _places_table()
-    out["probes"] = _common_table(plan.Probe, plan.PROBES)
+    out["probes"] = _common_table(kinds.Probe, plan.PROBES)
     for kind, probe in plan.PROBES.items():
-        out[f"probes.{kind}"] = _kind_table(probe, plan.Probe)
+        out[f"probes.{kind}"] = _kind_table(probe, kinds.Probe)
     out["expanded"] = _expanded()
     out["flags"] = _flags_table()
     return out

@@ -25,7 +25,8 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from gracerun.config.plan import DrainConfig, Hook, HookPhase, PropagateConfig
+from gracerun.config.kinds import Hook
+from gracerun.config.plan import DrainConfig, HookPhase, PropagateConfig
 from gracerun.core.lifecycle import State
 from gracerun.core.log import event
 from gracerun.core.supervisor import Supervisor

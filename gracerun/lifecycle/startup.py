@@ -44,7 +44,8 @@ from gracerun.errors import GracerunError
 from gracerun.lifecycle.hooks import KINDS, HookTimedOut, runner
 
 if TYPE_CHECKING:
-    from gracerun.config.plan import Hook, StartupConfig
+    from gracerun.config.kinds import Hook
+    from gracerun.config.plan import StartupConfig
     from gracerun.core.supervisor import Supervisor
 
 _MAX_POLLS = 1_000_000  # readiness polls and retry rounds: bounded, if only by days

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from gracerun.errors import GracerunError
 
 if TYPE_CHECKING:
-    from gracerun.config.plan import Hook
+    from gracerun.config.kinds import Hook
     from gracerun.core.service import Service
 
 

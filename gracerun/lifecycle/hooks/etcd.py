@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 from gracerun.clients import etcd
 from gracerun.config import strings, values
-from gracerun.config.plan import Hook, opt
+from gracerun.config.kinds import Hook, opt
 from gracerun.core.log import event
 from gracerun.lifecycle.hooks import HookFailed, HookTimedOut
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 
-from gracerun.config.plan import ExecHook
+from gracerun.config.kinds import ExecHook
 from gracerun.core.log import event
 from gracerun.core.service import Service
 from gracerun.core.spawn import Child, Redirect

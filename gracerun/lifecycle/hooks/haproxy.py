@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from gracerun.clients import haproxy
-from gracerun.config.plan import HaproxyHook
+from gracerun.config.kinds import HaproxyHook
 from gracerun.core.service import Service
 from gracerun.lifecycle.hooks import HookFailed, HookTimedOut
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from gracerun.clients import http as httpclient
-from gracerun.config.plan import HttpHook, HttpProbe
+from gracerun.config.kinds import HttpHook, HttpProbe
 from gracerun.core.service import Service
 from gracerun.lifecycle.hooks import HookFailed, HookTimedOut
 from gracerun.observe import redact

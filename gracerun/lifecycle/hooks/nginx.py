@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 from gracerun.clients import nginx
 from gracerun.config import strings
-from gracerun.config.plan import Hook, opt
+from gracerun.config.kinds import Hook, opt
 from gracerun.lifecycle.hooks import HookFailed, HookTimedOut
 
 if TYPE_CHECKING:

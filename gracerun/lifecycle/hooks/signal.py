@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gracerun.config.plan import SignalHook
+from gracerun.config.kinds import SignalHook
 from gracerun.core import signals
 from gracerun.core.service import Service
 from gracerun.lifecycle.hooks import HookFailed

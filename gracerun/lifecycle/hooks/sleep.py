@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gracerun.config.plan import SleepHook
+from gracerun.config.kinds import SleepHook
 from gracerun.core.service import Service
 
 RECORD = SleepHook  # the config record of this kind (see KINDS in __init__.py)

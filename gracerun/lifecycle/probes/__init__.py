@@ -38,7 +38,7 @@ import importlib
 from collections.abc import Awaitable, Callable
 from types import ModuleType
 
-from gracerun.config.plan import Probe
+from gracerun.config.kinds import Probe
 from gracerun.core.service import Service
 from gracerun.errors import GracerunError
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from gracerun.clients import sockdiag
-from gracerun.config.plan import ConnectionsProbe
+from gracerun.config.kinds import ConnectionsProbe
 from gracerun.core.service import Service
 from gracerun.lifecycle.probes import ProbeError
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from gracerun.config.plan import ExecProbe
+from gracerun.config.kinds import ExecProbe
 from gracerun.core.service import Service
 from gracerun.core.spawn import Child, Redirect
 from gracerun.errors import GracerunError

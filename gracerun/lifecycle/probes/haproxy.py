@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from gracerun.clients import haproxy
-from gracerun.config.plan import HaproxyProbe
+from gracerun.config.kinds import HaproxyProbe
 from gracerun.core.service import Service
 from gracerun.lifecycle.probes import ProbeError
 

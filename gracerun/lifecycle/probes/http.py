@@ -11,7 +11,7 @@ import re
 from collections.abc import Awaitable, Callable
 
 from gracerun.clients import http as httpclient
-from gracerun.config.plan import HttpProbe
+from gracerun.config.kinds import HttpProbe
 from gracerun.core.service import Service
 from gracerun.lifecycle.hooks.http import headers_of, tls_of
 from gracerun.lifecycle.probes import ProbeError

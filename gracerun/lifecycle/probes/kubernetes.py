@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from gracerun.clients import kubernetes as k8s
 from gracerun.config import strings
-from gracerun.config.plan import Probe, opt
+from gracerun.config.kinds import Probe, opt
 from gracerun.core.service import Service
 from gracerun.lifecycle.probes import ProbeError
 

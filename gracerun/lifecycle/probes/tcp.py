@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gracerun.config.plan import TcpProbe
+from gracerun.config.kinds import TcpProbe
 
 RECORD = TcpProbe  # the config record of this kind (see KINDS in __init__.py)
 
