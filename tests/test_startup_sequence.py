@@ -247,7 +247,7 @@ def test_a_failed_start_up_registration_never_keeps_the_service_from_starting(
                   if line.startswith("gracerun_hook_runs_total{") and 'phase="register"' in line
                   and 'outcome="failed"' in line]
         assert failed and failed[0].endswith(" 1.0"), failed
-        assert run.phase_ended("register")["reason"] == "hook failed"
+        assert run.wait_log("phase ended", phase="register")["reason"] == "hook failed"
     else:
         wait_for(lambda: len(run.find("start-up hooks failed; not ready, retrying")) >= 3,
                  "three retries")
