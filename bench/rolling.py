@@ -392,6 +392,7 @@ def run_once(ctx: RunContext, wrapper: Wrapper, scenario: Scenario, rep: int, n:
     env = {**ctx.env,
            "HAPROXY_SOCKET": str(workdir / "admin.sock"), "HAPROXY_BACKEND": "app",
            "HAPROXY_SERVER": "s1", "GRACERUN_STATE": str(workdir / "last-shutdown.json"),
+           "PORT": str(ports["s1"]),  # examples/haproxy.toml's start-up probe
            "GRACERUN_CONTROL_SOCKET": str(workdir / "gracerun.sock")}
     started: list[Container] = []
 
@@ -434,12 +435,9 @@ def run_once(ctx: RunContext, wrapper: Wrapper, scenario: Scenario, rep: int, n:
             state.rename(workdir / "restart-shutdown.json")
         container([*wrapper.prefix, *ctx.service(scenario, ports["s1"])], "s1-new")
         new_up = time.monotonic()
-        if wrapper.deregisters:
-            # The haproxy hook left s1 in DRAIN, and HAProxy's health checks do not undo
-            # an admin state.  gracerun's start-up half will send this itself ("set server
-            # ... state ready" once the service is ready); until then the bench does, as
-            # the deploy tooling would.  Switch this off when that lands.
-            ask(hap.socket, "set server app/s1 state ready")
+        # With the haproxy hooks, the shutdown left s1 in DRAIN (HAProxy's health checks
+        # do not undo an admin state): the new gracerun's start-up puts it back ("set
+        # server app/s1 state ready") once its probe sees the service listening.
         poller_ = poller
         wait_until(lambda: poller_.current() == "UP", BACK_TIMEOUT, "s1 back UP in HAProxy")
         # Back: the moment HAProxy showed s1 UP again; if it never took s1 out, the new
