@@ -9,7 +9,7 @@
     exit with its code
 
 Each optional part is imported only when configured, so a bare
-`gracerun -- CMD` loads none of asyncio, prometheus-client or psutil.
+`gracerun -- CMD` loads neither asyncio nor prometheus-client.
 """
 
 from __future__ import annotations

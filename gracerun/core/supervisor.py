@@ -94,7 +94,7 @@ class Processes:
         """
         wanted = set(pids)
         sent = 0
-        for pid, state, pgrp in _proc_states():
+        for pid, (_ppid, pgrp, state) in tree.processes().items():
             if state == "T" and (pgrp == pgid or pid in wanted):
                 try:
                     os.kill(pid, signal.SIGCONT)
@@ -355,28 +355,6 @@ class Supervisor:
             except Exception as exc:  # never lose the exit code to a reporting failure
                 event(logging.ERROR, "end-of-shutdown action failed", error=repr(exc))
         self.loop.stop()
-
-
-def _proc_states() -> list[tuple[int, str, int]]:
-    """(pid, state letter, process group) of every process in our PID namespace's /proc."""
-    out: list[tuple[int, str, int]] = []
-    try:
-        names = os.listdir("/proc")
-    except OSError:
-        return out
-    for name in names:
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as fh:
-                data = fh.read()
-        except OSError:
-            continue
-        # pid (comm) state ppid pgrp ...: comm may hold spaces and parentheses.
-        fields = data[data.rfind(b")") + 2:].split()
-        if len(fields) >= 3:
-            out.append((int(name), fields[0].decode(), int(fields[2])))
-    return out
 
 
 def _foreground_tty() -> int | None:
