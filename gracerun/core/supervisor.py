@@ -145,10 +145,22 @@ class Supervisor:
     # ------------------------------------------------------------ start-up
 
     def start(self, argv: Sequence[str]) -> None:
-        pid = self.processes.spawn(argv, _foreground_tty())
+        """Spawn the service and begin (the in-process tests' way; app.run spawns
+        first, before the loop exists, then calls adopt() and begin())."""
+        self.adopt(self.processes.spawn(argv, _foreground_tty()), argv)
+        self.begin()
+
+    def adopt(self, pid: int, argv: Sequence[str]) -> None:
+        """Take on the running service `pid`: its exit comes to us from here on.
+
+        Call it before the loop runs: nothing reaps before then (SIGCHLD is
+        held), so its exit cannot be collected before the watch exists."""
         self.reaper.watch(pid, self._service_exited)
         self.service.pid = pid
         event(logging.DEBUG, "started service", pid=pid, argv=" ".join(argv))
+
+    def begin(self) -> None:
+        """The service runs: start the start-up sequence, or be READY at once."""
         if self.lifecycle.shutting_down:  # a trigger came first
             return
         if self.startup is not None:
@@ -355,6 +367,11 @@ class Supervisor:
             except Exception as exc:  # never lose the exit code to a reporting failure
                 event(logging.ERROR, "end-of-shutdown action failed", error=repr(exc))
         self.loop.stop()
+
+
+def spawn_service(argv: Sequence[str]) -> int:
+    """Launch the service (own group, inherited state, the terminal's foreground)."""
+    return spawn(argv, new_group=True, tty_fd=_foreground_tty())
 
 
 def _foreground_tty() -> int | None:
