@@ -25,7 +25,7 @@ exec.  So the child is forked, and before exec it:
 
     setpgid(0, 0)                 its own process group
     tcsetpgrp(tty, its group)     with a terminal: the foreground (SIGTTOU is
-                                  still ignored, inherited from gracerun)
+                                  still blocked, as in gracerun: allowed)
     dup2 / close / chdir          redirections, closed stdio, working directory
     SIG_IGN / SIG_DFL each signal handlers become SIG_DFL at exec anyway; this
                                   sets what exec keeps: SIG_IGN
