@@ -507,14 +507,14 @@ def measure_sizes(standalone: str, gracerun: str) -> dict[str, float]:
     C wrappers."""
     sizes = {"gracerun (standalone): the whole directory": disk_mb(os.path.dirname(standalone))}
     python = interpreter_of(gracerun)
-    names = ("gracerun", "psutil", "uvloop", "prometheus_client")
+    names = ("gracerun", "uvloop", "prometheus_client")
     code = ("import json, os, sys, gracerun\n"
             "site = os.path.dirname(os.path.dirname(gracerun.__file__))\n"
             f"print(json.dumps([sys.version_info[:2], site, [n for n in os.listdir(site) "
             f"if n.split('-')[0].lower() in {names!r}]]))")
     # -I: not the working tree's gracerun (the current directory), the installed one.
     version, site, found = json.loads(run([python, "-I", "-c", code]))
-    sizes["gracerun (pip install): gracerun + psutil, uvloop, prometheus_client"] = disk_mb(
+    sizes["gracerun (pip install): gracerun + uvloop, prometheus_client"] = disk_mb(
         *(os.path.join(site, name) for name in found))
     dpkg = shutil.which("dpkg-query")
     if dpkg:

@@ -1,59 +1,169 @@
 """One run, top to bottom: tini's main() plus whatever the config asks for.
 
     configure the process     subreaper (when not PID 1), parent-death signal
+    claim the endpoint's port a plain socket, bound now: a conflict is still a
+                              start-up error (exit 2) before the service runs
+    a trigger already?        then the service is not started: exit 128+N
+    spawn the service         as early as possible (see below)
     choose the loop           MiniLoop, or uvloop when something needs asyncio
-    install the signal inbox  before the spawn, so no signal is lost
+    install the signal inbox  takes what was held since cli.main() began
     wire the options          pipeline, metrics/endpoint/state file, control socket
-    spawn the service
     run the loop              until the lifecycle reaches DONE
     exit with its code
 
+Why spawn before the loop.  Importing asyncio, uvloop and prometheus-client
+takes 60-130 ms, and the service used to wait for all of it: 186 ms from
+gracerun's exec to the service's first instruction with a full configuration.
+Everything that can refuse the run (the configuration, the endpoint's port)
+is settled first; everything that only needs to be ready by the time the
+service can be stopped is loaded after it runs.  Nothing is lost in between:
+every signal, SIGCHLD included, has been blocked since cli.main() began
+(signals.hold()), so a service that exits at once or a SIGTERM sent meanwhile
+waits in the kernel until the inbox takes it, and the reaper's watch on the
+service is registered before the first waitpid can run.
+
+What a trigger before the spawn means.  A shutdown trigger (SIGTERM, ...)
+pending when the service is about to be spawned means the container is being
+stopped before it ran anything: the service is not started, gracerun logs one
+line and exits 128+N (143 for SIGTERM), as the service would have had it
+started and been stopped.  The check is the last thing before the fork: a
+trigger that arrives after it is taken by the inbox like any other, and the
+service, started by then, gets its stop signal.
+
 Each optional part is imported only when configured, so a bare
-`gracerun -- CMD` loads none of asyncio, prometheus-client or psutil.
+`gracerun -- CMD` loads neither asyncio nor prometheus-client.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from gracerun.config.load import Config
 from gracerun.core import signals
 from gracerun.core.log import event
 from gracerun.core.reaper import Reaper
-from gracerun.core.supervisor import Supervisor, configure_process
-from gracerun.errors import UsageError
+from gracerun.core.supervisor import Supervisor, configure_process, spawn_service
+from gracerun.errors import GracerunError, UsageError
+
+if TYPE_CHECKING:
+    import socket
 
 
 def run(cfg: Config, argv: Sequence[str]) -> int:
     """Run `argv` under gracerun with `cfg` to the end; return gracerun's exit code."""
+    configure_process(cfg)
+    listener = _claim_endpoint(cfg.server.listen) if cfg.server.listen is not None else None
+    early = pending_trigger(cfg.shutdown.triggers)
+    if early is not None:
+        event(logging.WARNING, "stop signal before the service started: not starting it",
+              signal=signals.name(early), exit_code=128 + early)
+        return 128 + early
+    pid = spawn_service(argv)
+
     from gracerun.core.loop import new_loop
 
-    configure_process(cfg)
     loop = new_loop(cfg.needs_asyncio)
     if cfg.needs_asyncio:
         import asyncio
 
         asyncio.set_event_loop(loop)
     sup = Supervisor(loop, cfg, Reaper(warn_on_orphans=cfg.log.warn_orphans))
-    signals.SignalInbox(loop, sup.on_signal).install()
-    _wire(sup)
-    sup.start(argv)
+    sup.adopt(pid, argv)  # the reaper's watch, before anything can reap
+    try:
+        signals.SignalInbox(loop, sup.on_signal).install()
+        _wire(sup, listener)
+    except GracerunError:
+        _abandon(pid)
+        raise
+    sup.begin()
     loop.run_forever()
     assert sup.lifecycle.exit_code is not None
     return sup.lifecycle.exit_code
 
 
-def _wire(sup: Supervisor) -> None:
-    """Attach what the configuration asks for, before the service starts."""
+def pending_trigger(triggers: frozenset[int] | set[int] | Sequence[int]) -> int | None:
+    """The lowest shutdown trigger waiting in the kernel (held since cli.main()), or None."""
+    pending = signal.sigpending()
+    found = [s for s in triggers if s in pending]
+    return min(found) if found else None
+
+
+def _abandon(pid: int) -> None:
+    """A start-up error after the spawn (an explicitly configured control socket
+    that cannot be opened): the service must not outlive gracerun's exit 2."""
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except OSError:
+        pass
+    try:
+        os.waitpid(pid, 0)
+    except OSError:
+        pass
+
+
+def _claim_endpoint(listen: str) -> socket.socket:
+    """Bind and listen on server.listen with the plain socket module, before the
+    spawn and without asyncio; the endpoint serves on it once the loop exists.
+
+    ":PORT" (every address) is one dual-stack IPv6 socket where the machine has
+    IPv6, else 0.0.0.0.  Raises UsageError naming the address and the reason.
+    """
+    import socket
+
+    host, _, port_text = listen.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    port = int(port_text)
+    try:
+        if host:
+            family, kind, proto, _, address = socket.getaddrinfo(
+                host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+            sock = socket.socket(family, kind, proto)
+        else:
+            try:
+                family, address = socket.AF_INET6, ("::", port)
+                sock = socket.socket(family, socket.SOCK_STREAM)
+            except OSError:  # no IPv6 here
+                family, address = socket.AF_INET, ("", port)
+                sock = socket.socket(family, socket.SOCK_STREAM)
+    except OSError as exc:
+        raise UsageError(f"server.listen: cannot listen on {listen}: {_reason(exc)}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6 and not host:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.set_inheritable(False)
+        sock.bind(address)
+        sock.listen(100)
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        raise UsageError(f"server.listen: cannot listen on {listen}: {_reason(exc)}") from None
+    return sock
+
+
+def _reason(exc: OSError) -> str:
+    # A name that does not resolve has a negative errno and its own text.
+    if exc.errno is not None and exc.errno > 0:
+        return os.strerror(exc.errno).lower()
+    return exc.strerror or str(exc)
+
+
+def _wire(sup: Supervisor, listener: Any = None) -> None:
+    """Attach what the configuration asks for, once the service runs."""
     cfg = sup.cfg
     problem = cfg.budget_problem()
     if problem:
         event(logging.WARNING, problem)
     from gracerun import observe
 
-    observe.setup(sup)  # metrics, endpoint, state file: imports only what is configured
+    # metrics, endpoint (on the socket bound before the spawn), state file:
+    # imports only what is configured
+    observe.setup(sup, listener)
     if cfg.has_pipeline:
         from gracerun.lifecycle.shutdown import Pipeline
 

@@ -12,7 +12,7 @@ import os
 import signal
 
 import pytest
-from helpers import Launcher, Proc, gracerun, prog, signame, stat
+from helpers import Launcher, Proc, all_stats, gracerun, prog, signame, stat, wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -57,27 +57,103 @@ def test_service_owns_the_terminal_foreground(launcher: Launcher) -> None:
     assert proc.wait() == 143
 
 
-def test_job_control_signals_do_not_wedge_gracerun(launcher: Launcher) -> None:
-    """Steps:
-    1. gracerun on a pty runs the recorder;
-    2. SIGTSTP, SIGTTIN and SIGTTOU sent to gracerun's PID;
-    3. SIGUSR1 round trip: gracerun still forwards, so it is not stopped, and
-       its state in /proc is not T; SIGTSTP reached the service, SIGTTIN and
-       SIGTTOU did not (they are gracerun's own business, and ignored);
-    4. SIGTERM still stops the service: 143.
+@pytest.mark.parametrize("group", [False, True], ids=["child", "group"])
+def test_job_control_signals_stop_gracerun_and_the_service(launcher: Launcher,
+                                                           group: bool) -> None:
+    """As dumb-init (dumb-init.c handle_signal; tests/shell_background_test.py).
+
+    Steps, for each of SIGTSTP, SIGTTIN, SIGTTOU sent to gracerun's PID:
+    1. gracerun forwards it (child mode: the signal itself, which the recorder
+       records; -g: SIGSTOP to the group) and stops itself: both in state T
+       (the recorder is stopped in -g mode; in child mode it only records);
+    2. SIGCONT to gracerun: gracerun runs again and forwards SIGCONT (recorded);
+    3. finally SIGTERM still stops the service: 143.
     """
-    proc, _ = start_on_tty(launcher, "--exit-on", "TERM")
-    for sig in (signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU):
+    opts = ("-g",) if group else ()
+    argv = prog("launch.py", "--ctty", "--",
+                *gracerun(*opts, cmd=prog("sigrecorder.py", "--exit-on", "TERM")))
+    proc = launcher.start(argv, tty=True)
+    service = int(proc.expect(r"^ready pid=(\d+)").group(1))
+    for n, sig in enumerate((signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU), 1):
         proc.send(sig)
-    proc.send(signal.SIGWINCH)  # higher than all three: it arrives after any of them
-    proc.expect("^signal SIGWINCH role=main ")
-    st = stat(proc.pid)
-    assert st is not None and st.state not in "Tt", st
-    assert count(proc, signal.SIGTSTP) == 1
-    assert count(proc, signal.SIGTTIN) == count(proc, signal.SIGTTOU) == 0
+        wait_for(lambda: state(proc.pid) == "T", what="gracerun stopped")
+        if group:
+            wait_for(lambda: state(service) == "T", what="the service stopped")
+        else:
+            proc.expect(f"^signal {signame(sig)} role=main ")
+        proc.send(signal.SIGCONT)
+        proc.expect("^signal SIGCONT role=main ", count=n)
+        wait_for(lambda: state(proc.pid) not in "Tt" and state(service) not in "Tt",
+                 what="both running again")
     proc.send(signal.SIGTERM)
     proc.expect("^signal SIGTERM role=main ")
     assert proc.wait() == 143
+
+
+def state(pid: int) -> str:
+    st = stat(pid)
+    return "gone" if st is None else st.state
+
+
+def test_ctrl_z_fg_in_an_interactive_shell(launcher: Launcher) -> None:
+    """Steps:
+    1. an interactive bash on a pty (its controlling terminal, job control on)
+       runs `gracerun -- sleep 300`;
+    2. ^Z typed on the master: the terminal stops sleep (the foreground group);
+       gracerun notices and stops itself, so bash prints "Stopped" and both
+       are in state T;
+    3. `fg`: bash continues gracerun, which hands the terminal back to sleep
+       and continues it: both run again, sleep is the terminal's foreground;
+    4. ^C: sleep dies of SIGINT, gracerun exits 130, which bash reports.
+    """
+    argv = prog("launch.py", "--ctty", "--", "bash", "--norc", "--noprofile", "-i")
+    proc = launcher.start(argv, tty=True)
+    assert proc.master is not None
+    cmd = " ".join(gracerun(cmd=["sleep", "300"]))
+    os.write(proc.master, f"{cmd}\n".encode())
+    sleeper = wait_for(lambda: next((c for c in all_stats() if c.comm == "sleep"
+                                     and stat(c.ppid) is not None
+                                     and stat(c.ppid).sid == proc.pid), None),  # type: ignore[union-attr]
+                       what="sleep under gracerun")
+    grace = sleeper.ppid
+    wait_for(lambda: (st := stat(sleeper.pid)) is not None and st.tpgid == sleeper.pid,
+             what="sleep in the terminal's foreground")
+    os.write(proc.master, b"\x1a")
+    proc.out.wait("Stopped")
+    wait_for(lambda: state(grace) == "T" and state(sleeper.pid) == "T", what="both stopped")
+    os.write(proc.master, b"fg\n")
+    wait_for(lambda: state(grace) not in "Tt" and state(sleeper.pid) not in "Tt",
+             what="both running again")
+    wait_for(lambda: (st := stat(sleeper.pid)) is not None and st.tpgid == sleeper.pid,
+             what="sleep in the foreground again")
+    os.write(proc.master, b"\x03")
+    wait_for(lambda: state(grace) == "gone", what="gracerun gone")
+    os.write(proc.master, b"echo rc=$?\n")
+    proc.out.wait("^rc=130")
+    os.write(proc.master, b"exit\n")
+    assert proc.wait() == 130 or proc.wait() == 0
+
+
+def test_gracerun_in_the_background_is_not_wedged(launcher: Launcher) -> None:
+    """Steps: with TOSTOP set on the terminal, an interactive bash runs
+    `gracerun -v -- sleep 300 &`; gracerun, in the background, writes its log
+    lines and forwards SIGUSR1 (logged), without being stopped; SIGTERM ends it."""
+    argv = prog("launch.py", "--ctty", "--", "bash", "--norc", "--noprofile", "-i")
+    proc = launcher.start(argv, tty=True)
+    assert proc.master is not None
+    cmd = " ".join(gracerun("-v", cmd=["sleep", "300"]))
+    os.write(proc.master, f"stty tostop; {cmd} &\n".encode())
+    proc.out.wait("started service")
+    sleeper = wait_for(lambda: next((c for c in all_stats() if c.comm == "sleep"
+                                     and c.sid == proc.pid), None), what="sleep")
+    grace = sleeper.ppid
+    os.kill(grace, signal.SIGUSR1)
+    proc.out.wait("forwarded signal.*SIGUSR1")
+    assert state(grace) not in "Tt"
+    os.kill(grace, signal.SIGTERM)
+    wait_for(lambda: state(grace) == "gone", what="gracerun gone")
+    os.write(proc.master, b"exit\n")
+    proc.wait()
 
 
 @pytest.mark.parametrize(("cmd", "code"), [

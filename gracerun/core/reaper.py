@@ -28,6 +28,7 @@ from collections.abc import Callable
 log = logging.getLogger("gracerun")
 
 ExitCallback = Callable[[int, int], None]  # (pid, exit code as a shell shows it)
+StopCallback = Callable[[int, int], None]  # (pid, the signal that stopped it)
 
 # Bound one reap pass; a pass that hits it schedules another turn of the loop.
 _MAX_REAPS_PER_PASS = 10_000
@@ -47,6 +48,8 @@ class Reaper:
         self._watchers: dict[int, ExitCallback] = {}
         self._on_orphan: list[ExitCallback] = []
         self._warn = warn_on_orphans
+        # Told when a child stops (job control): WUNTRACED reports it once.
+        self.on_stopped: StopCallback | None = None
         self.reaped_total = 0
         self.orphans_reaped_total = 0
 
@@ -62,13 +65,17 @@ class Reaper:
         """Collect every exited child; True when a further pass is needed."""
         for _ in range(_MAX_REAPS_PER_PASS):
             try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
+                pid, status = os.waitpid(-1, os.WNOHANG | os.WUNTRACED)
             except ChildProcessError:
                 return False
             except InterruptedError:
                 continue
             if pid == 0:
                 return False
+            if os.WIFSTOPPED(status):
+                if self.on_stopped is not None:
+                    self.on_stopped(pid, os.WSTOPSIG(status))
+                continue
             self._deliver(pid, exit_code(status))
         return True
 

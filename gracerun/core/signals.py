@@ -42,12 +42,20 @@ order the kernel handed them out, as ordinary code.  Why not the others:
   kernel), and one pipe byte wakes any loop: MiniLoop, uvloop and asyncio
   alike, with no `add_signal_handler` (uvloop refuses it for SIGCHLD) and
   no `set_wakeup_fd` (uvloop replaces ours while it runs).
+- Job control works as under dumb-init (dumb-init.c, handle_signal: forward,
+  then `kill(getpid(), SIGSTOP)` for SIGTSTP, SIGTTOU and SIGTTIN): each of
+  the three is forwarded (with -g to the group as SIGSTOP unless -r rewrites
+  it, since a group in a session of its own ignores them) and gracerun then
+  stops itself, so the shell that started it sees the job stopped; SIGCONT
+  is forwarded and wakes both (supervisor.py).  They are blocked, not
+  ignored, and that is as good as ignoring them for gracerun's own terminal
+  I/O: the kernel lets a background process that blocks SIGTTOU write and
+  call tcsetpgrp without sending it anything (drivers/tty/tty_jobctrl.c,
+  __tty_check_change), so gracerun in the background is never wedged.
 - Some signals are about gracerun itself, not requests for the service, and
-  are never forwarded (NOT_FORWARDED says why for each); they are not
-  blocked but ignored: SIGTTIN/SIGTTOU (with a terminal gracerun sits in a
-  background group; ignoring SIGTTOU also lets it hand the terminal to the
-  service) and SIGPIPE/SIGXFSZ, which gracerun's own writes raise at the
-  writing thread (blocked, they would only pile up pending).
+  are never forwarded (NOT_FORWARDED says why for each); SIGPIPE and SIGXFSZ,
+  which gracerun's own writes raise at the writing thread, are not blocked
+  but ignored (blocked, they would only pile up pending).
 """
 
 from __future__ import annotations
@@ -66,9 +74,6 @@ from gracerun.errors import LaunchError, UsageError
 NOT_FORWARDED = frozenset({
     signal.SIGKILL, signal.SIGSTOP,  # cannot be caught
     signal.SIGCHLD,                  # ours: the reaper's cue
-    # Job control aimed at gracerun itself, in the background of a terminal
-    # (see the module docstring): ignored.
-    signal.SIGTTIN, signal.SIGTTOU,
     # Raised by gracerun's own writes (a preStop client or log reader that
     # hung up, a full disk): they describe gracerun's I/O, not a request for
     # the service.  Ignored, as Python does by default.
@@ -78,9 +83,11 @@ NOT_FORWARDED = frozenset({
 # to gracerun when its own code faults (see the module docstring).
 FAULTS = frozenset({signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL,
                     signal.SIGTRAP, signal.SIGSYS})
+# Forwarded, and then gracerun stops itself, as dumb-init does (module docstring).
+JOB_CONTROL = frozenset({signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU})
 # A shutdown trigger must be a signal an operator sends on purpose.
-NOT_TRIGGERS = NOT_FORWARDED | FAULTS
-IGNORED = (signal.SIGTTIN, signal.SIGTTOU, signal.SIGPIPE, signal.SIGXFSZ)
+NOT_TRIGGERS = NOT_FORWARDED | FAULTS | JOB_CONTROL | {signal.SIGCONT}
+IGNORED = (signal.SIGPIPE, signal.SIGXFSZ)
 # Blocked and taken synchronously: 1-31 and the real-time signals 34-64 (glibc
 # keeps 32 and 33 for itself), but for NOT_FORWARDED, plus the reaper's SIGCHLD.
 TAKEN = frozenset({*(s for s in signal.valid_signals() if s not in NOT_FORWARDED),
@@ -115,7 +122,7 @@ def hold() -> None:
         ignored = frozenset(s for s in signal.valid_signals() if getsignal(s) is ignore)
         blocked = frozenset(signal.pthread_sigmask(signal.SIG_BLOCK, ()))
         _inherited = SignalState(ignored - _PYTHON_IGNORES, blocked)
-    # SETMASK, not BLOCK: what the parent blocked beyond TAKEN (SIGTTOU, ...) is
+    # SETMASK, not BLOCK: what the parent blocked beyond TAKEN is
     # the service's business, not a reason for gracerun to miss it.
     signal.pthread_sigmask(signal.SIG_SETMASK, TAKEN)
 

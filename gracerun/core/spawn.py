@@ -25,7 +25,7 @@ exec.  So the child is forked, and before exec it:
 
     setpgid(0, 0)                 its own process group
     tcsetpgrp(tty, its group)     with a terminal: the foreground (SIGTTOU is
-                                  still ignored, inherited from gracerun)
+                                  still blocked, as in gracerun: allowed)
     dup2 / close / chdir          redirections, closed stdio, working directory
     SIG_IGN / SIG_DFL each signal handlers become SIG_DFL at exec anyway; this
                                   sets what exec keeps: SIG_IGN
@@ -125,16 +125,69 @@ def spawn(
     terminal and `new_group` is true, the child's process group becomes the
     terminal's foreground group.
     """
+    pending = _fork(argv, env, cwd, new_group, tty_fd, redirect, inherit, nice, wait=True)
+    try:
+        report = _read_report(pending.err_r)
+    finally:
+        os.close(pending.err_r)
+    return pending.conclude(report)
+
+
+class _Pending:
+    """A forked child whose exec report (the close-on-exec pipe) is still to be read."""
+
+    __slots__ = ("argv", "cwd", "env", "err_r", "group", "nice_after", "pid")
+
+    def __init__(self, pid: int, err_r: int, argv: list[str], env: dict[str, str],
+                 cwd: str | None, group: bool, nice_after: int | None) -> None:
+        self.pid = pid
+        self.err_r = err_r
+        self.argv = argv
+        self.env = env
+        self.cwd = cwd
+        self.group = group
+        self.nice_after = nice_after  # the nice value to set once it has exec'd
+
+    def conclude(self, report: bytes) -> int:
+        """The PID when the exec succeeded (empty report); LaunchError otherwise."""
+        if not report:
+            if self.nice_after is not None:
+                # The whole group, so that what it forked meanwhile is included.
+                _renice(os.PRIO_PGRP if self.group else os.PRIO_PROCESS, self.pid,
+                        self.nice_after)
+            return self.pid
+        # The child failed before exec and has exited 127; the reaper collects it.
+        code, stage = int.from_bytes(report[:4], "little"), report[4:5]
+        if stage == b"C":
+            raise LaunchError(f"cannot change to working directory {self.cwd!r}: "
+                              f"{os.strerror(code)}", 126)
+        if stage == b"X":
+            detail = report[5:].decode(errors="replace")
+            raise LaunchError(f"cannot run {self.argv[0]!r}: {detail}", 126)
+        raise _launch_error(self.argv[0], code, self.env)
+
+
+def _fork(argv: Sequence[str], env: Mapping[str, str] | None, cwd: str | None,
+          new_group: bool, tty_fd: int | None, redirect: Redirect, inherit: bool,
+          nice: int, *, wait: bool) -> _Pending:
+    """Fork the child; it execs on its own.  `wait`: the caller blocks on the exec
+    report, so the child keeps gracerun's priority until then and is reniced
+    after (at a low priority among busy hooks, its way to exec took up to 100 ms
+    per launch); a caller that does not block (Child.launch) has it reniced
+    before its exec, so that nothing of it ever runs at gracerun's priority."""
     if not argv:
         raise LaunchError("no command given", 2)
     command = list(argv)
     environ = dict(os.environ if env is None else env)
     _check(command, environ, cwd)
     base = linux.inherited_nice()  # None: gracerun runs at the nice value it inherited
+    target = None
+    if nice:
+        target = (os.getpriority(os.PRIO_PROCESS, 0) if base is None else base) + nice
     redirected = {t for t, fd in zip((0, 1, 2), redirect, strict=True) if fd is not None}
     plan = _Plan(command, environ, cwd, new_group, tty_fd, redirect,
                  linux.closed_stdio() - redirected if inherit else frozenset(),
-                 base if not nice else None,
+                 base if not nice else (None if wait else target),
                  signals.inherited() if inherit else signals.CLEAN)
     try:
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
@@ -156,26 +209,7 @@ def spawn(
         if pid != 0:
             signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
     os.close(err_w)
-    try:
-        report = _read_report(err_r)
-    finally:
-        os.close(err_r)
-    if not report:
-        if nice:
-            # Only now, from here: at a low priority among busy hooks, the child's
-            # way to exec (which we wait for) took up to 100 ms per launch.  The
-            # whole group, so that what it forked meanwhile is included.
-            value = (os.getpriority(os.PRIO_PROCESS, 0) if base is None else base) + nice
-            _renice(os.PRIO_PGRP if new_group else os.PRIO_PROCESS, pid, value)
-        return pid
-    # The child failed before exec and has exited 127; the reaper collects it.
-    code, stage = int.from_bytes(report[:4], "little"), report[4:5]
-    if stage == b"C":
-        raise LaunchError(f"cannot change to working directory {cwd!r}: {os.strerror(code)}", 126)
-    if stage == b"X":
-        detail = report[5:].decode(errors="replace")
-        raise LaunchError(f"cannot run {command[0]!r}: {detail}", 126)
-    raise _launch_error(command[0], code, environ)
+    return _Pending(pid, err_r, command, environ, cwd, new_group, target if wait else None)
 
 
 def _check(argv: list[str], env: Mapping[str, str], cwd: str | None) -> None:
@@ -317,6 +351,52 @@ class Child:
         reaper.watch(pid, exited)
         return cls(pid, future)
 
+    @classmethod
+    async def launch(cls, argv: Sequence[str], reaper: Reaper, loop: Any, *,
+                     env: Mapping[str, str] | None = None, cwd: str | None = None,
+                     redirect: Redirect = _NO_REDIRECT) -> Child:
+        """start() that never blocks the loop: the exec report is awaited, not read.
+
+        The pipeline starts all of a parallel phase's hooks in one loop turn;
+        with start(), each waited for its child's exec, and a hundred children
+        on a busy CPU held the loop for seconds, so the pre-stop deadline and
+        the budget fired late.  Here the child is reniced before its exec (it
+        never runs at gracerun's priority) and the loop keeps its timers while
+        the children get there.  Raises LaunchError as spawn() does.
+        """
+        future = loop.create_future()
+        pending = _fork(argv, env, cwd, True, None, redirect, False, HELPER_NICE, wait=False)
+
+        def exited(_pid: int, code: int) -> None:
+            if not future.done():
+                future.set_result(code)
+
+        reaper.watch(pending.pid, exited)  # before any await: the exit cannot be missed
+        report = loop.create_future()
+
+        def readable() -> None:
+            loop.remove_reader(pending.err_r)
+            try:
+                # The child's report is one write of at most 517 bytes (atomic
+                # under PIPE_BUF); an exec closes the pipe empty.
+                data = os.read(pending.err_r, 5 + _MAX_DETAIL)
+            except OSError:
+                data = b""
+            if not report.done():
+                report.set_result(data)
+
+        loop.add_reader(pending.err_r, readable)
+        try:
+            data = await report
+        except BaseException:  # cancelled while the child was on its way to exec
+            loop.remove_reader(pending.err_r)
+            _kill_group(pending.pid)
+            raise
+        finally:
+            os.close(pending.err_r)
+        pending.conclude(data)
+        return cls(pending.pid, future)
+
     async def wait(self) -> int:
         """The exit code (128+N for signal N); kills the group if cancelled."""
         try:
@@ -326,7 +406,11 @@ class Child:
             raise
 
     def kill(self) -> None:
-        try:
-            os.killpg(self.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        _kill_group(self.pid)
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass

@@ -94,7 +94,7 @@ class Processes:
         """
         wanted = set(pids)
         sent = 0
-        for pid, state, pgrp in _proc_states():
+        for pid, (_ppid, pgrp, state) in tree.processes().items():
             if state == "T" and (pgrp == pgid or pid in wanted):
                 try:
                     os.kill(pid, signal.SIGCONT)
@@ -136,6 +136,8 @@ class Supervisor:
         # Run at the very end, before exit (state file, Pushgateway): synchronous,
         # each expected to bound itself by timeline.remaining().
         self.on_finish: list[Callable[[Timeline], None]] = []
+        self._suspended = False  # gracerun stopped itself for job control
+        reaper.on_stopped = self._child_stopped
         self.lifecycle.subscribe(self._log)
 
     @property
@@ -145,10 +147,22 @@ class Supervisor:
     # ------------------------------------------------------------ start-up
 
     def start(self, argv: Sequence[str]) -> None:
-        pid = self.processes.spawn(argv, _foreground_tty())
+        """Spawn the service and begin (the in-process tests' way; app.run spawns
+        first, before the loop exists, then calls adopt() and begin())."""
+        self.adopt(self.processes.spawn(argv, _foreground_tty()), argv)
+        self.begin()
+
+    def adopt(self, pid: int, argv: Sequence[str]) -> None:
+        """Take on the running service `pid`: its exit comes to us from here on.
+
+        Call it before the loop runs: nothing reaps before then (SIGCHLD is
+        held), so its exit cannot be collected before the watch exists."""
         self.reaper.watch(pid, self._service_exited)
         self.service.pid = pid
         event(logging.DEBUG, "started service", pid=pid, argv=" ".join(argv))
+
+    def begin(self) -> None:
+        """The service runs: start the start-up sequence, or be READY at once."""
         if self.lifecycle.shutting_down:  # a trigger came first
             return
         if self.startup is not None:
@@ -166,7 +180,67 @@ class Supervisor:
         if signum in self.cfg.shutdown.triggers:
             self._on_trigger(signum)
             return
+        if signum in signals.JOB_CONTROL:
+            self._job_control(signum)
+            return
         self.forward(signum)
+        if signum == signal.SIGCONT:
+            self._resumed()
+
+    # -------------------------------------------------------- job control
+
+    def _job_control(self, signum: int) -> None:
+        """SIGTSTP/SIGTTIN/SIGTTOU: forward, then stop ourselves (dumb-init.c,
+        handle_signal), so that a shell sees its job stop; SIGCONT wakes both."""
+        group = self.cfg.signals.group
+        rewrite = self.cfg.signals.rewrite
+        if group and signum not in rewrite:
+            # The service's group may be orphaned (a service that called setsid
+            # leaves gracerun's session): the kernel drops these three for it.
+            self.service.signal(signal.SIGSTOP)
+            event(logging.DEBUG, "forwarded signal", signal=signals.name(signum),
+                  sent="SIGSTOP", group=True)
+        else:
+            self.forward(signum)
+        self._suspend(f"received {signals.name(signum)}")
+
+    def _child_stopped(self, pid: int, signum: int) -> None:
+        """The service was stopped by a job-control signal (^Z on the terminal goes
+        to its group, the foreground, not to us): stop too, so the shell notices."""
+        if pid != self.service.pid or signum not in signals.JOB_CONTROL:
+            return
+        procs = tree.processes()
+        if procs.get(pid, (0, 0, ""))[2] != "T":
+            return  # continued meanwhile: a stale report
+        self._suspend(f"service stopped by {signals.name(signum)}")
+
+    def _suspend(self, reason: str) -> None:
+        if self.lifecycle.shutting_down:
+            return  # the budget runs on: a shutdown is never paused
+        if os.getpid() == 1:
+            # The kernel ignores SIGSTOP sent to a namespace's init from inside
+            # it: as PID 1 gracerun forwards but cannot stop (nor can dumb-init).
+            event(logging.DEBUG, "not stopping: PID 1 cannot stop itself", reason=reason)
+            return
+        event(logging.DEBUG, "stopping for job control", reason=reason)
+        self._suspended = True
+        os.kill(os.getpid(), signal.SIGSTOP)
+
+    def _resumed(self) -> None:
+        """After SIGCONT (`fg`, `bg`): with the terminal ours again (`fg`), hand
+        it back to the service, and continue what the terminal stopped in its group."""
+        if not self._suspended:
+            return
+        self._suspended = False
+        pid = self.service.pid
+        if pid is None or not self.service.running:
+            return
+        if _foreground_tty() is not None:
+            try:
+                os.tcsetpgrp(0, pid)
+            except OSError:
+                pass
+        self.processes.continue_stopped(pid)
 
     def _on_trigger(self, signum: int) -> None:
         lifecycle = self.lifecycle
@@ -357,26 +431,9 @@ class Supervisor:
         self.loop.stop()
 
 
-def _proc_states() -> list[tuple[int, str, int]]:
-    """(pid, state letter, process group) of every process in our PID namespace's /proc."""
-    out: list[tuple[int, str, int]] = []
-    try:
-        names = os.listdir("/proc")
-    except OSError:
-        return out
-    for name in names:
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as fh:
-                data = fh.read()
-        except OSError:
-            continue
-        # pid (comm) state ppid pgrp ...: comm may hold spaces and parentheses.
-        fields = data[data.rfind(b")") + 2:].split()
-        if len(fields) >= 3:
-            out.append((int(name), fields[0].decode(), int(fields[2])))
-    return out
+def spawn_service(argv: Sequence[str]) -> int:
+    """Launch the service (own group, inherited state, the terminal's foreground)."""
+    return spawn(argv, new_group=True, tty_fd=_foreground_tty())
 
 
 def _foreground_tty() -> int | None:

@@ -16,7 +16,7 @@ bounded by the budget left), then the endpoint closes, last.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -25,8 +25,11 @@ if TYPE_CHECKING:
     from gracerun.core.timeline import Timeline
 
 
-def setup(sup: Supervisor) -> None:
+def setup(sup: Supervisor, listener: Any = None) -> None:
     """Create the configured metrics, endpoint and state handling for this run.
+
+    `listener`: server.listen's socket, already bound and listening (app.py
+    binds it before the spawn); None: bind it here.
 
     Raises UsageError when server.listen cannot be bound (before the service starts).
     """
@@ -43,7 +46,7 @@ def setup(sup: Supervisor) -> None:
 
         assert registry is not None
         server = Server(sup, registry)
-        server.start(cfg.server.listen)  # before the service is spawned
+        server.start(cfg.server.listen, listener)
     sup.on_finish.append(lambda _timeline: _finish(sup, registry))
     if server is not None:
         close = server.close

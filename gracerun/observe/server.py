@@ -91,13 +91,22 @@ class Server:
 
     # ------------------------------------------------------------ lifecycle
 
-    def start(self, listen: str) -> None:
-        """Bind and listen now (the loop is not running yet); UsageError when we cannot."""
+    def start(self, listen: str, sock: Any = None) -> None:
+        """Serve on `sock` (bound and listening already), or bind and listen on
+        `listen` now (the loop is not running yet); UsageError when we cannot."""
         loop = self.sup.loop
-        host, port = parse_listen(listen)
         try:
-            self._server = loop.run_until_complete(
-                loop.create_server(lambda: _Connection(self), host, port, reuse_address=True))
+            if sock is not None:
+                # Accept once the loop runs, not inside run_until_complete: the
+                # service runs already and its first /ready must see the lifecycle
+                # gracerun is in by then, not the one it has while wiring.
+                self._server = loop.run_until_complete(loop.create_server(
+                    lambda: _Connection(self), sock=sock, start_serving=False))
+                loop.create_task(self._server.start_serving())
+            else:
+                host, port = parse_listen(listen)
+                self._server = loop.run_until_complete(loop.create_server(
+                    lambda: _Connection(self), host, port, reuse_address=True))
         except OSError as exc:
             # asyncio wraps the bind error in a long message; the errno is the news.
             # (A name that does not resolve has a negative errno and its own text.)

@@ -2,7 +2,7 @@
 """Exec a command in a prepared process state.
 
     launch.py [--ctty] [--dirty] [--ignore SIG]... [--block SIG]...
-              [--close FD]... [--cgroup DIR] [--cpu N] -- CMD [ARGS...]
+              [--close FD]... [--cgroup DIR] [--cpu N] [--raise SIG]... -- CMD [ARGS...]
 
 --ctty        make stdin (a pty slave) this session's controlling terminal first
               (TIOCSCTTY; start it with start_new_session=True so it leads a session),
@@ -16,6 +16,8 @@
 --cgroup DIR  move into the cgroup DIR first (e.g. one with a pids limit, under
               which CMD's fork fails with EAGAIN)
 --cpu N       run on CPU N only (sched_setaffinity; inherited by every descendant)
+--raise SIG   send SIG to itself last (block it too, or it acts now): CMD starts
+              with SIG pending, as if it had arrived in CMD's first instant
 """
 
 from __future__ import annotations
@@ -45,10 +47,11 @@ def main() -> None:
     close: list[int] = []
     cgroup: str | None = None
     cpu: int | None = None
+    raise_: list[int] = []
     i = 0
     while i < len(opts):
         opt = opts[i]
-        if opt in ("--ignore", "--block", "--close", "--cgroup", "--cpu"):
+        if opt in ("--ignore", "--block", "--close", "--cgroup", "--cpu", "--raise"):
             value = opts[i + 1]
             i += 2
             if opt == "--ignore":
@@ -57,6 +60,8 @@ def main() -> None:
                 block.append(signum(value))
             elif opt == "--close":
                 close.append(int(value))
+            elif opt == "--raise":
+                raise_.append(signum(value))
             elif opt == "--cgroup":
                 cgroup = value
             else:
@@ -82,6 +87,8 @@ def main() -> None:
         os.sched_setaffinity(0, {cpu})
     for fd in close:
         os.close(fd)
+    for num in raise_:
+        os.kill(os.getpid(), num)
     os.execvp(cmd[0], cmd)
 
 

@@ -56,10 +56,12 @@ async def run(hook: ExecHook, service: Service) -> str:
     devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
     env = {**os.environ, **hook.env}
     try:
-        child = Child.start(hook.command, service.reaper, asyncio.get_running_loop(), env=env,
-                            cwd=hook.cwd,
-                            redirect=Redirect(stdin=devnull, stdout=out_w, stderr=out_w))
-    except Exception:
+        # launch, not start: a hundred parallel hooks must not hold the loop
+        # (and so the budget and the stop grace) while each one gets to its exec.
+        child = await Child.launch(hook.command, service.reaper, asyncio.get_running_loop(),
+                                   env=env, cwd=hook.cwd,
+                                   redirect=Redirect(stdin=devnull, stdout=out_w, stderr=out_w))
+    except BaseException:
         os.close(out_r)
         raise
     finally:
