@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -399,3 +400,15 @@ def test_the_core_never_imports_asyncio() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, timeout=30)
     assert out.stdout.strip() == "False"
+
+
+def test_validating_a_full_config_does_not_import_asyncio() -> None:
+    """The config is validated before the service is spawned; asyncio (tens of ms) must
+    load only after the spawn.  bench/full.toml has hooks, probes of every place and the
+    endpoint, and every registered hook and probe kind is loaded too."""
+    code = ("import sys; from gracerun.config import load, plan; "
+            "load.load('bench/full.toml'); list(plan.HOOKS.values()); "
+            "list(plan.PROBES.values()); print('asyncio' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=30, cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.strip() == "False", out.stderr

@@ -15,18 +15,22 @@ texts HAProxy uses for failures, and the failure becomes one HaproxyError line:
     haproxy 127.0.0.1:9999: connection refused
     haproxy /run/haproxy/admin.sock: timed out after 2s
 
-Like httpclient.py, only asyncio is imported at the top: this module is loaded when a
-haproxy hook or probe is configured, and then the asyncio loop runs anyway.
+Like clients/http.py, asyncio is imported only when a request is made: the config's
+validation loads this module (the hook's record, parse_address) before the service is
+spawned, and asyncio would add tens of milliseconds to the service's start.
 """
 
 from __future__ import annotations
 
-import asyncio
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from gracerun.errors import GracerunError
 from gracerun.observe import redact
+
+if TYPE_CHECKING:
+    import asyncio
 
 MAX_ANSWER = 1024 * 1024  # `show stat` of one backend is a few kB per server
 
@@ -172,6 +176,8 @@ async def _request(target: str, line: str, timeout: float, max_bytes: int) -> st
         raise HaproxyError(f"haproxy {target}: bad command line {line!r}")
     if not target or "\0" in target:
         raise HaproxyError(f"haproxy {target!r}: expected a socket path or HOST:PORT")
+    import asyncio
+
     writer: asyncio.StreamWriter | None = None
     try:
         async with asyncio.timeout(timeout):

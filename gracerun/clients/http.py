@@ -9,15 +9,15 @@ sequence wants, and keeps this module short enough to read.
 URLs in messages are redacted (observe/redact.py: no userinfo, query or fragment), and the
 reason phrase of a response is escaped, since both end up in logs and the state file.
 
-Only ``asyncio``, ``urllib.parse`` and ``dataclasses`` are imported at the top: gracerun
-starts as PID 1 in front of the service, and start-up time is the service's start-up time.
+Only ``urllib.parse`` and ``dataclasses`` are imported at the top, asyncio only when a
+request is made: the config's validation imports this module (parse_url) before the
+service is spawned, and gracerun's start-up time is the service's start-up time.
 ``ssl`` is imported, and the default context (which loads the CA store) built, on the first
 https request.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import urllib.parse
 from collections.abc import Mapping  # already loaded by the interpreter itself
@@ -28,6 +28,7 @@ from gracerun.errors import GracerunError
 from gracerun.observe import redact
 
 if TYPE_CHECKING:
+    import asyncio
     import ssl
 
 MAX_BODY = 1024 * 1024
@@ -154,6 +155,8 @@ async def request(
     tls = None
     if scheme == "https":
         tls = ssl_context or _ssl_default_context()
+    import asyncio  # here, not at the top: config validation imports this module (parse_url)
+
     writer: asyncio.StreamWriter | None = None
     done = False
     try:
@@ -293,9 +296,10 @@ async def _read_sized(reader: asyncio.StreamReader, field: str, max_body: int) -
         raise _ProtocolError(f"body of {length} bytes is over the {max_body} byte limit")
     try:
         return await reader.readexactly(length)
-    except asyncio.IncompleteReadError as exc:
+    except EOFError as exc:  # asyncio.IncompleteReadError
         raise _ProtocolError(
-            f"connection closed after {len(exc.partial)} of {length} body bytes"
+            f"connection closed after {len(getattr(exc, 'partial', b''))} of {length} "
+            f"body bytes"
         ) from None
 
 
@@ -315,7 +319,7 @@ async def _read_chunked(reader: asyncio.StreamReader, max_body: int) -> bytes:
             raise _ProtocolError(f"body over the {max_body} byte limit")
         try:
             body += await reader.readexactly(size)
-        except asyncio.IncompleteReadError:
+        except EOFError:  # asyncio.IncompleteReadError
             raise _ProtocolError("connection closed in the middle of a chunk") from None
         if await _readline(reader) != "":
             raise _ProtocolError("chunk not followed by CRLF")
