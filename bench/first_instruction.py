@@ -31,6 +31,9 @@ def main() -> int:
     p.add_argument("--runs", type=int, default=40)
     p.add_argument("--config", required=True)
     p.add_argument("--before")
+    p.add_argument("--gracerun", help="a gracerun executable to measure (a console script "
+                                      "of a non-editable install, as an image has) instead "
+                                      "of `python -m gracerun` from this checkout")
     a = p.parse_args()
     a.config = os.path.abspath(a.config)
     tmp = tempfile.mkdtemp()
@@ -44,8 +47,11 @@ def main() -> int:
         "bare": ([], {}),
         "tini": (["tini", "--"], {}),
     }
+    if a.gracerun:
+        rows["gracerun, no config"] = ([a.gracerun, "--"], {})
+        rows["gracerun, config"] = ([a.gracerun, "--config", a.config, "--"], {})
     for label, path in (("after", here), ("before", a.before)):
-        if path is None:
+        if path is None or a.gracerun:
             continue
         env = {"PYTHONPATH": path}
         rows[f"gracerun {label}, no config"] = ([*py, "--"], env)

@@ -212,10 +212,10 @@ def _read_observe(root: Reader, env: Env) -> dict[str, Any]:
     sv = root.table("server")
     ready_probe = None
     if "ready_probe" in sv.data:
-        from gracerun.config.plan import ready_probes
+        from gracerun.config.plan import READY
         from gracerun.config.plan_reader import read_probe
 
-        ready_probe = read_probe(sv.table("ready_probe"), env, ready_probes())
+        ready_probe = read_probe(sv.table("ready_probe"), env, READY)
     server = ServerConfig(**_options(sv, env), ready_probe=ready_probe)
     sv.finish()
 

@@ -57,55 +57,68 @@ class Kinds(Mapping[str, type]):
 
     def __init__(self, package: str) -> None:
         self.package = package
-        self._records: dict[str, type] | None = None
+        self._registry: dict[str, str] | None = None
         self._modules: dict[str, Any] = {}
 
-    def _load(self) -> dict[str, type]:
-        if self._records is None:
+    def _names(self) -> dict[str, str]:
+        if self._registry is None:
             import importlib
 
-            registry = importlib.import_module(self.package).KINDS
-            for kind, name in registry.items():
-                self._modules[kind] = importlib.import_module(f"{self.package}.{name}")
-            self._records = {kind: module.RECORD for kind, module in self._modules.items()}
-        return self._records
+            self._registry = dict(importlib.import_module(self.package).KINDS)
+        return self._registry
 
     def module(self, kind: str) -> Any:
-        self._load()
-        return self._modules[kind]
+        """The kind's module, imported on first use (only the kinds a config names are)."""
+        found = self._modules.get(kind)
+        if found is None:
+            import importlib
+
+            found = self._modules[kind] = importlib.import_module(
+                f"{self.package}.{self._names()[kind]}")
+        return found
 
     def __getitem__(self, kind: str) -> type:
-        return self._load()[kind]
+        record: type = self.module(kind).RECORD
+        return record
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._load())
+        return iter(self._names())
 
     def __len__(self) -> int:
-        return len(self._load())
+        return len(self._names())
+
+    def offers(self, kind: str, *capabilities: str) -> bool:
+        """Does the kind's module offer any of `capabilities` (functions by name)?"""
+        return any(hasattr(self.module(kind), c) for c in capabilities)
 
     def able(self, *capabilities: str) -> tuple[str, ...]:
-        """The kinds whose module offers any of `capabilities` (functions by name)."""
-        return tuple(kind for kind in self if any(
-            hasattr(self.module(kind), c) for c in capabilities))
+        """Every kind that offers any of `capabilities` (imports every kind's module)."""
+        return tuple(kind for kind in self if self.offers(kind, *capabilities))
 
 
 HOOKS = Kinds("gracerun.lifecycle.hooks")
 PROBES = Kinds("gracerun.lifecycle.probes")
 
 
+# What a probe must offer in each place (lifecycle/probes/__init__.py).
+DRAIN = ("in_flight",)
+PROPAGATE = ("traffic", "propagated")
+READY = ("ready",)
+
+
 def drain_probes() -> tuple[str, ...]:
     """Probe kinds that can read work in flight."""
-    return PROBES.able("in_flight")
+    return PROBES.able(*DRAIN)
 
 
 def propagate_probes() -> tuple[str, ...]:
     """Probe kinds that can count new traffic or tell when the world has noticed."""
-    return PROBES.able("traffic", "propagated")
+    return PROBES.able(*PROPAGATE)
 
 
 def ready_probes() -> tuple[str, ...]:
     """Probe kinds that can gate readiness."""
-    return PROBES.able("ready")
+    return PROBES.able(*READY)
 
 
 # Where probes go, which kinds each place admits, and what the reading means there.

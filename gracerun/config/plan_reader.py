@@ -17,17 +17,17 @@ from gracerun.config import values
 from gracerun.config.kinds import ConnectionsProbe, Hook, Probe
 from gracerun.config.plan import (
     COUNTING_PROBES,
+    DRAIN,
     HOOK_PHASES,
     HOOKS,
     PROBES,
+    PROPAGATE,
+    READY,
     DrainConfig,
     HookPhase,
     Plan,
     PropagateConfig,
     StartupConfig,
-    drain_probes,
-    propagate_probes,
-    ready_probes,
 )
 from gracerun.config.reader import Reader
 from gracerun.config.values import Env, describe
@@ -103,10 +103,20 @@ def _one_haproxy_target(r: Reader) -> None:
         r.error("address", 'expected either "socket" or "address", not both')
 
 
-def read_probe(r: Reader, env: Env, kinds: tuple[str, ...] | None = None) -> Probe | None:
+def read_probe(r: Reader, env: Env, place: tuple[str, ...] = ()) -> Probe | None:
+    """A probe table; `place`: what the probe must offer there (plan.DRAIN, ...).
+
+    Only the named kind's module is imported (config validation runs before the
+    service starts); every kind's, to list the alternatives, only for a wrong kind.
+    """
     before = len(r.problems)
-    kind = _kind(r, tuple(PROBES) if kinds is None else kinds)
+    kind = _kind(r, tuple(PROBES))
     if kind is None:
+        return None
+    if place and not PROBES.offers(kind, *place):
+        r.error("type", f"expected one of {', '.join(PROBES.able(*place))}, got "
+                        f"{values.brief(kind)}")
+        r.seen.update(r.data)
         return None
     given: dict[str, Any] = {}
     if PROBES[kind] is ConnectionsProbe:
@@ -190,7 +200,7 @@ def _read_propagate(r: Reader, env: Env) -> PropagateConfig | None:
     if "sleep" in r.data and adaptive:
         r.error("sleep", f"expected either a fixed sleep or an adaptive wait "
                          f"({', '.join(adaptive)}), not both")
-    probe = (read_probe(r.table("probe"), env, propagate_probes()) if "probe" in r.data
+    probe = (read_probe(r.table("probe"), env, PROPAGATE) if "probe" in r.data
              else None)
     cfg = read_record(r, PropagateConfig, env, {"probe": probe}, before=before)
     if cfg is not None and cfg.min > cfg.max:
@@ -204,8 +214,8 @@ def _read_drain(r: Reader, env: Env) -> DrainConfig | None:
     before = len(r.problems)
     probe = None
     if "probe" in r.data:
-        probe = read_probe(r.table("probe"), env, drain_probes())
-    probes = _read_probe_list(r, "probes", env, drain_probes())
+        probe = read_probe(r.table("probe"), env, DRAIN)
+    probes = _read_probe_list(r, "probes", env, DRAIN)
     if "probe" not in r.data and "probes" not in r.data:
         r.require("probe", _DRAIN_PROBE_EXPECT)
     elif probe is None and not probes and "probes" in r.data and not r.data["probes"]:
@@ -214,7 +224,7 @@ def _read_drain(r: Reader, env: Env) -> DrainConfig | None:
     return read_record(r, DrainConfig, env, {"probe": probe, "probes": probes}, before=before)
 
 
-def _read_probe_list(r: Reader, key: str, env: Env, kinds: tuple[str, ...]
+def _read_probe_list(r: Reader, key: str, env: Env, place: tuple[str, ...]
                      ) -> tuple[Probe, ...]:
     r.seen.add(key)
     raw = r.data.get(key, [])
@@ -226,7 +236,7 @@ def _read_probe_list(r: Reader, key: str, env: Env, kinds: tuple[str, ...]
     out = []
     for i, item in enumerate(raw[:MAX_HOOKS]):
         probe = read_probe(Reader(item, f"{r.path}.{key}[{i}]", r.problems, r.labels), env,
-                           kinds)
+                           place)
         if probe is not None:
             out.append(probe)
     return tuple(out)
@@ -241,7 +251,7 @@ def read_startup(r: Reader, env: Env, fallback_probe: Probe | None,
     if "probe" not in r.data and fallback_probe is not None and "interval" not in r.data:
         given["interval"] = fallback_interval
     if "probe" in r.data:
-        probe = read_probe(r.table("probe"), env, ready_probes())
+        probe = read_probe(r.table("probe"), env, READY)
     if "delay" in r.data and probe is not None:
         r.error("delay", "expected either a probe or a fixed delay, not both")
     hooks = _read_hooks(r, env, GENERIC_HOOKS, "[[startup.hooks]]")
