@@ -229,3 +229,18 @@ def test_haproxy_status_is_escaped(tmp_path: Any) -> None:
         stats = asyncio.run(haproxy.server_stats(path, "app", "web1", 5))
     thread.join(5)
     assert stats.status == "UP\\x1b[8m hidden"
+
+
+def test_text_log_lines_escape_control_characters_in_fields_and_messages() -> None:
+    """Fields carry text from outside gracerun (exception messages, hook output, server
+    answers): an escape sequence or a newline in one must not reach the terminal raw."""
+    import logging
+
+    from gracerun.core.log import TextFormatter
+
+    record = logging.LogRecord("gracerun", logging.WARNING, __file__, 1,
+                               "hook failed\x1b]0;owned\x07", (), None)
+    record.fields = {"detail": "boom\x1b[31m\nsecond line", "count": 3}
+    line = TextFormatter().format(record)
+    assert "\x1b" not in line and "\n" not in line and "\x07" not in line
+    assert "\\x1b[31m" in line and "\\x0a" in line and "count=3" in line

@@ -46,14 +46,23 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
 def _render(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.3f}"
-    text = str(value)
+    text = _printable(str(value))
     return f'"{text}"' if (" " in text or not text) else text
+
+
+def _printable(text: str) -> str:
+    """Control characters and escape sequences shown as \\xNN, never sent to a terminal:
+    fields carry text from outside (exception messages, hook output, server answers)."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" if ord(c) < 256
+                   else f"\\u{ord(c):04x}" for c in text)
 
 
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         level = "" if record.levelno == logging.INFO else f"{record.levelname.lower()}: "
-        line = f"gracerun: {level}{record.getMessage()}"
+        line = f"gracerun: {level}{_printable(record.getMessage())}"
         extra = " ".join(f"{k}={_render(v)}" for k, v in _fields(record).items())
         return f"{line} {extra}" if extra else line
 
