@@ -4,6 +4,7 @@
     claim the endpoint's port a plain socket, bound now: a conflict is still a
                               start-up error (exit 2) before the service runs
     a trigger already?        then the service is not started: exit 128+N
+    start taking signals      the thread that takes them, before the service exists
     spawn the service         as early as possible (see below)
     choose the loop           MiniLoop, or uvloop when something needs asyncio
     install the signal inbox  takes what was held since cli.main() began
@@ -62,6 +63,7 @@ def run(cfg: Config, argv: Sequence[str]) -> int:
         event(logging.WARNING, "stop signal before the service started: not starting it",
               signal=signals.name(early), exit_code=128 + early)
         return 128 + early
+    signals.start_taking()  # before the spawn: a task limit fails the spawn, not this
     pid = spawn_service(argv)
 
     from gracerun.core.loop import new_loop

@@ -261,9 +261,18 @@ def namespaced(launcher: Launcher) -> tuple[Proc, list[str]]:
     """A private mount namespace (tmpfs on /run and /tmp, and /run/test for the test's
     files) held by a sleeping root process: (that process, the nsenter prefix that
     joins it).  The test reaches its files as /proc/PID/root/run/test."""
-    holder = launcher.start(["unshare", "--mount", "sh", "-c",
-                             "mount -t tmpfs -o mode=0755 tmpfs /run && "
-                             "mount -t tmpfs -o mode=1777 tmpfs /tmp && "
+    # The checkout and its venv may live under /tmp (a CI clone): keep them visible
+    # through the fresh /tmp, bound back from a copy of the mount kept under /run.
+    keep = sorted({Path("/tmp", p.relative_to("/tmp").parts[0])
+                   for p in (REPO, Path(PY).parent) if p.is_relative_to("/tmp")
+                   and p != Path("/tmp")})
+    save = "".join(f"mkdir -p /run/keep{i} && mount --bind {d} /run/keep{i} && "
+                   for i, d in enumerate(keep))
+    restore = "".join(f"mkdir -p {d} && mount --bind /run/keep{i} {d} && "
+                      for i, d in enumerate(keep))
+    holder = launcher.start(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                             "mount -t tmpfs -o mode=0755 tmpfs /run && " + save +
+                             "mount -t tmpfs -o mode=1777 tmpfs /tmp && " + restore +
                              "mkdir -m 0755 /run/test && echo ready && exec sleep 120"])
     holder.expect("^ready$")
     return holder, ["nsenter", f"--target={holder.pid}", "--mount", "--wd=/", "--"]

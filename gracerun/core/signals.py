@@ -166,42 +166,67 @@ def parse(text: str | int, *, allow_zero: bool = False) -> int:
         ) from None
 
 
+_taker: tuple[deque[int], int, int] | None = None  # (taken signals, pipe read end, write end)
+
+
+def start_taking() -> None:
+    """Start the thread that takes the held signals, one siginfo at a time.
+
+    Called before the service is spawned, so that under a task limit (a pids cgroup,
+    RLIMIT_NPROC) the spawn fails rather than gracerun running a service it cannot
+    supervise.  What the thread takes waits in a deque, and a byte in a pipe wakes
+    the loop, once SignalInbox is installed.  Raises LaunchError (126).  Idempotent.
+    """
+    global _taker
+    if _taker is not None:
+        return
+    pending: deque[int] = deque()
+    rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        _thread.start_new_thread(_take_forever, (pending, wfd))
+    except RuntimeError as exc:  # EAGAIN: a pids cgroup limit or RLIMIT_NPROC
+        os.close(rfd)
+        os.close(wfd)
+        raise LaunchError(f"cannot start the thread that takes signals: {exc} (a limit "
+                          "on the number of processes or threads?)", 126) from None
+    _taker = (pending, rfd, wfd)
+
+
+def _take_forever(pending: deque[int], wfd: int) -> None:
+    """The taker thread: sleeps in sigwaitinfo; NO LOGGING, just queue and wake."""
+    wait, poll = signal.sigwaitinfo, signal.sigtimedwait
+    while True:
+        batch = [wait(TAKEN).si_signo]
+        # Whatever else is queued already goes with it: one wake-up per burst.
+        for _ in range(1023):
+            info = poll(TAKEN, 0)
+            if info is None:
+                break
+            batch.append(info.si_signo)
+        pending.extend(batch)
+        try:
+            os.write(wfd, b"\0")
+        except BlockingIOError:
+            pass  # the pipe is full: the loop has a wake-up coming already
+
+
 class SignalInbox:
     """Takes signals and hands them to `dispatch(signum)` on the loop, in order."""
 
     def __init__(self, loop: Any, dispatch: Callable[[int], None]) -> None:
         self._loop = loop
         self._dispatch = dispatch
-        self._pending: deque[int] = deque()
-        self._rfd, self._wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
     def install(self) -> None:
         hold()
+        start_taking()
+        assert _taker is not None
+        self._pending, self._rfd, _ = _taker
         for signum in IGNORED:
             signal.signal(signum, signal.SIG_IGN)
         self._loop.add_reader(self._rfd, self._drain)
-        try:
-            _thread.start_new_thread(self._take_forever, ())
-        except RuntimeError as exc:  # EAGAIN: a pids cgroup limit or RLIMIT_NPROC
-            raise LaunchError(f"cannot start the thread that takes signals: {exc} (a limit "
-                              "on the number of processes or threads?)", 126) from None
-
-    def _take_forever(self) -> None:
-        """The taker thread: sleeps in sigwaitinfo; NO LOGGING, just queue and wake."""
-        wait, poll = signal.sigwaitinfo, signal.sigtimedwait
-        while True:
-            batch = [wait(TAKEN).si_signo]
-            # Whatever else is queued already goes with it: one wake-up per burst.
-            for _ in range(1023):
-                info = poll(TAKEN, 0)
-                if info is None:
-                    break
-                batch.append(info.si_signo)
-            self._pending.extend(batch)
-            try:
-                os.write(self._wfd, b"\0")
-            except BlockingIOError:
-                pass  # the pipe is full: the loop has a wake-up coming already
+        if self._pending:  # taken before the loop existed: hand them over at once
+            self._loop.call_soon(self._drain)
 
     def _drain(self) -> None:
         try:
