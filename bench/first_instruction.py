@@ -1,12 +1,15 @@
 """Time from a wrapper's exec to its service's first instruction, interleaved.
 
     python bench/first_instruction.py [--runs N] [--config FILE] [--before DIR]
+                                      [--gracerun EXE [--gracerun-before EXE]]
 
 The service is a tiny C program (compiled here with gcc) that prints
 CLOCK_MONOTONIC first thing; the bench reads the clock just before it spawns
 the wrapper.  Rows: bare, tini, gracerun without and with --config (a
 deregister hook, a drain probe and [server] listen), and with --before DIR the
 same two for another checkout (PYTHONPATH=DIR), all interleaved run by run.
+--gracerun EXE measures an installed console script instead, and
+--gracerun-before EXE another one (say, main's install) beside it.
 Medians in milliseconds.
 """
 
@@ -34,6 +37,8 @@ def main() -> int:
     p.add_argument("--gracerun", help="a gracerun executable to measure (a console script "
                                       "of a non-editable install, as an image has) instead "
                                       "of `python -m gracerun` from this checkout")
+    p.add_argument("--gracerun-before", help="another installed gracerun to measure beside "
+                                             "--gracerun, interleaved (before/after)")
     a = p.parse_args()
     a.config = os.path.abspath(a.config)
     tmp = tempfile.mkdtemp()
@@ -50,6 +55,9 @@ def main() -> int:
     if a.gracerun:
         rows["gracerun, no config"] = ([a.gracerun, "--"], {})
         rows["gracerun, config"] = ([a.gracerun, "--config", a.config, "--"], {})
+    if a.gracerun and a.gracerun_before:
+        rows["gracerun before, no config"] = ([a.gracerun_before, "--"], {})
+        rows["gracerun before, config"] = ([a.gracerun_before, "--config", a.config, "--"], {})
     for label, path in (("after", here), ("before", a.before)):
         if path is None or a.gracerun:
             continue

@@ -9,7 +9,7 @@ sequence wants, and keeps this module short enough to read.
 URLs in messages are redacted (observe/redact.py: no userinfo, query or fragment), and the
 reason phrase of a response is escaped, since both end up in logs and the state file.
 
-Only ``urllib.parse`` and ``dataclasses`` are imported at the top, asyncio only when a
+Only ``urllib.parse`` is imported at the top, asyncio only when a
 request is made: the config's validation imports this module (parse_url) before the
 service is spawned, and gracerun's start-up time is the service's start-up time.
 ``ssl`` is imported, and the default context (which loads the CA store) built, on the first
@@ -21,7 +21,6 @@ from __future__ import annotations
 import os
 import urllib.parse
 from collections.abc import Mapping  # already loaded by the interpreter itself
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from gracerun.errors import GracerunError
@@ -72,12 +71,36 @@ def _failed(kind: type[HttpError], where: str, reason: str) -> HttpError:
     return kind(f"{where}: {reason}", reason)
 
 
-@dataclass(frozen=True, slots=True)
 class Response:
+    """A frozen record, as a frozen dataclass would be, without importing dataclasses
+    (this module is imported before the service is spawned)."""
+
+    __slots__ = ("body", "headers", "reason", "status")
     status: int
     reason: str
     headers: dict[str, str]  # names lower-cased; repeated headers joined with ", "
     body: bytes
+
+    def __init__(self, status: int, reason: str, headers: dict[str, str], body: bytes) -> None:
+        for name, value in (("status", status), ("reason", reason), ("headers", headers),
+                            ("body", body)):
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        import dataclasses  # its error, for callers that expect a frozen dataclass
+
+        raise dataclasses.FrozenInstanceError(f"cannot assign to field {name!r}")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return all(getattr(self, n) == getattr(other, n) for n in self.__slots__)
+
+    __hash__ = None  # type: ignore[assignment]  # headers is a dict, as the dataclass's was
+
+    def __repr__(self) -> str:
+        return (f"Response(status={self.status!r}, reason={self.reason!r}, "
+                f"headers={self.headers!r}, body={self.body!r})")
 
 
 def parse_url(url: str) -> tuple[str, str, int, str]:

@@ -5,17 +5,16 @@ plan_reader.py reads tables into these records from those declarations,
 reference.py documents them, and each kind's module under lifecycle/hooks/ or
 lifecycle/probes/ names its record (RECORD) in the kind registries.  Kinds added
 later (nacos, eureka, ...) keep their records in their own module, declared the
-same way.  Imported only for configs with hooks or probes (dataclasses cost
-start-up time; see load.py).
+same way.  Imported only for configs with hooks or probes (see record.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import MISSING, dataclass, field
 from typing import Any
 
 from gracerun.config import strings, values
+from gracerun.config.record import MISSING, Field, Record
 from gracerun.config.values import Env, Parser
 
 
@@ -35,8 +34,8 @@ def opt(default: Any = MISSING, *, help: str, parse: Parser | None = None,
     meta = {"help": help, "parse": parse, "expand": expand, "expect": expect,
             "shown": shown, "rule": rule, "more": more, "keys": keys, "secret": secret}
     if isinstance(default, dict):
-        return field(default_factory=dict, metadata=meta, repr=not secret)
-    return field(default=default, metadata=meta, repr=not secret)
+        return Field(default_factory=dict, metadata=meta, repr=not secret)
+    return Field(default, metadata=meta, repr=not secret)
 
 
 # ------------------------------------------------------------------- hooks
@@ -48,8 +47,7 @@ _TIMEOUT: dict[str, Any] = dict(
          "pre-stop deadline.")
 
 
-@dataclass(frozen=True, kw_only=True)
-class Hook:
+class Hook(Record):
     name: str = opt(parse=strings.hook_name, rule="{type}-{n}",
                     help="for the log, the timeline and metrics: 1-64 letters, digits, `_`, "
                          "`-`, `.`, `:`; unique within the phase",
@@ -67,7 +65,6 @@ class Hook:
         return self.timeout
 
 
-@dataclass(frozen=True, kw_only=True)
 class ExecHook(Hook):
     """Runs a command, in its own process group, with gracerun's environment plus `env`."""
 
@@ -83,7 +80,6 @@ class ExecHook(Hook):
                           help="the working directory")
 
 
-@dataclass(frozen=True, kw_only=True)
 class HttpHook(Hook):
     """Sends one HTTP request, with retries."""
 
@@ -118,7 +114,6 @@ class HttpHook(Hook):
         return self.timeout * (self.retries + 1) + waits
 
 
-@dataclass(frozen=True, kw_only=True)
 class SleepHook(Hook):
     """Waits a fixed time: the blind wait, for when nothing better can be probed."""
 
@@ -134,7 +129,6 @@ class SleepHook(Hook):
         return min(self.duration, self.timeout)
 
 
-@dataclass(frozen=True, kw_only=True)
 class SignalHook(Hook):
     """Sends a signal to the service, e.g. SIGUSR1 to stop its consumers."""
 
@@ -165,7 +159,6 @@ _HAPROXY_SERVER: dict[str, Any] = dict(
          "and a `;` would start another command)")
 
 
-@dataclass(frozen=True, kw_only=True)
 class HaproxyHook(Hook):
     """`set server backend/server state drain|maint` on HAProxy's Runtime API."""
 
@@ -187,8 +180,7 @@ class HaproxyHook(Hook):
 # ------------------------------------------------------------------ probes
 
 
-@dataclass(frozen=True, kw_only=True)
-class Probe:
+class Probe(Record):
     timeout: float = opt(2.0, parse=values.positive_duration,
                          help="the longest one reading may take; a reading that takes longer "
                               "has failed. Greater than zero")
@@ -198,7 +190,6 @@ class Probe:
         return kind_of(type(self))
 
 
-@dataclass(frozen=True, kw_only=True)
 class ConnectionsProbe(Probe):
     """Reads the service's TCP connections on `ports` from the kernel (sockdiag)."""
 
@@ -211,7 +202,6 @@ class ConnectionsProbe(Probe):
                            "in flight")
 
 
-@dataclass(frozen=True, kw_only=True)
 class HttpProbe(Probe):
     """GET url; the reading is a number in the body, or the status code's verdict."""
 
@@ -236,7 +226,6 @@ class HttpProbe(Probe):
                               help="as for the http hook: the CA for an `https://` URL")
 
 
-@dataclass(frozen=True, kw_only=True)
 class ExecProbe(Probe):
     """Runs a command: exit 0 reads as 0 (drained), anything else as 1."""
 
@@ -246,7 +235,6 @@ class ExecProbe(Probe):
                                         '"/tmp/idle"]`')
 
 
-@dataclass(frozen=True, kw_only=True)
 class TcpProbe(Probe):
     """Connects to host:port: 0 when it accepts, 1 when not (readiness gating)."""
 
@@ -255,7 +243,6 @@ class TcpProbe(Probe):
                     help="1-65535")
 
 
-@dataclass(frozen=True, kw_only=True)
 class HaproxyProbe(Probe):
     """A server's row of HAProxy's `show stat`: drain reads its current sessions (scur,
     plus its queue), propagate its cumulative sessions (stot)."""

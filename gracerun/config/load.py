@@ -45,9 +45,10 @@ MAX_CONFIG_BYTES = 1024 * 1024
 # Immutable NamedTuples rather than frozen dataclasses: this module is on the
 # start-up path of every container, and creating ten dataclasses (plus the
 # `inspect` machinery `dataclasses` imports) cost ~12 ms there, a third of the
-# start-up budget.  plan.py, loaded only for configs with phases, uses
-# dataclasses.  Field names are the keys of settings.SETTINGS (a test holds them
-# to it), and the defaults are the declared ones.
+# start-up budget.  plan.py and kinds.py, loaded only for configs with phases,
+# hooks or probes, use record.py's Records (no dataclasses either).  Field names
+# are the keys of settings.SETTINGS (a test holds them to it), and the defaults
+# are the declared ones.
 
 class SignalsConfig(NamedTuple):
     group: bool = default("signals.group")

@@ -5,19 +5,18 @@
     [shutdown.propagate]   a fixed sleep, or an adaptive wait for quiet traffic
     [shutdown.drain]       a probe polled until in-flight work is zero
 
-Each piece is a frozen dataclass whose fields are its TOML keys, each declared
+Each piece is a frozen record (record.py) whose fields are its TOML keys, each declared
 once with `opt()` (kinds.py, beside the records of the built-in hooks and
 probes).  plan_reader.py reads the tables into these records from those
 declarations, reference.py documents them, and `worst_case` is the budget
 arithmetic that `gracerun check` prints and start-up warns about.  The kind
 registries (HOOKS, PROBES) map each `type` to its record.  Imported only for
-configs with phases or probes (dataclasses cost start-up time; see load.py).
+configs with phases or probes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from gracerun.config import values
@@ -28,10 +27,10 @@ from gracerun.config.kinds import (
     Probe,
     opt,
 )
+from gracerun.config.record import Record
 
 
-@dataclass(frozen=True)
-class HookPhase:
+class HookPhase(Record, kw_only=False):
     hooks: tuple[Hook, ...] = opt((), help="an array of tables, written "
                                            "`[[shutdown.notify.hooks]]`; at most 100 per "
                                            "phase. See [Hooks](#hooks)")
@@ -139,8 +138,7 @@ COUNTING_PROBES = (ConnectionsProbe, HaproxyProbe)
 # ------------------------------------------------------------- the phases
 
 
-@dataclass(frozen=True)
-class PropagateConfig:
+class PropagateConfig(Record, kw_only=False):
     """A fixed `sleep`, or adaptive: end once traffic was quiet for `quiet`,
     no sooner than `min`, no later than `max`."""
 
@@ -156,7 +154,7 @@ class PropagateConfig:
                      help="...and no later than this. `min` and `quiet` must not exceed it")
     interval: float = opt(0.1, parse=values.positive_duration,
                           help="how often the probe is read")
-    probe: Probe | None = opt(None, shown="the drain probe's ports",  # noqa: RUF009 (a field)
+    probe: Probe | None = opt(None, shown="the drain probe's ports",
                               help="a `connections`, `http` or `haproxy` [probe](#probes) "
                                    "whose reading grows while new traffic arrives",
                               more="For `connections`, the number of new established "
@@ -171,9 +169,8 @@ class PropagateConfig:
         return self.sleep if self.sleep is not None else self.max
 
 
-@dataclass(frozen=True)
-class DrainConfig:
-    probe: Probe | None = opt(None,  # noqa: RUF009 (opt() returns a dataclasses.field)
+class DrainConfig(Record, kw_only=False):
+    probe: Probe | None = opt(None,
                               expect='e.g. probe = { type = "connections", port = 8080 }',
                               help="a `connections`, `http`, `exec` or `haproxy` "
                                    "[probe](#probes) whose reading is the work in flight. The "
@@ -200,11 +197,10 @@ class DrainConfig:
         return self.timeout if self.all_probes else 0.0
 
 
-@dataclass(frozen=True)
-class StartupConfig:
+class StartupConfig(Record, kw_only=False):
     """[startup]: once the service is ready, put it (back) into rotation."""
 
-    probe: Probe | None = opt(None,  # noqa: RUF009 (opt() returns a dataclasses.field)
+    probe: Probe | None = opt(None,
                               help="an `http` or `tcp` [probe](#probes) that passes once the "
                                    "service can take work; polled every `interval`. Without "
                                    "it (and without `delay`) the service counts as ready as "
@@ -229,8 +225,7 @@ class StartupConfig:
                                      "retries")
 
 
-@dataclass(frozen=True)
-class Plan:
+class Plan(Record, kw_only=False):
     notify: HookPhase = HookPhase()
     deregister: HookPhase = HookPhase()
     propagate: PropagateConfig | None = None

@@ -10,8 +10,7 @@ between keys (`socket` or `address`; a fixed sleep or an adaptive wait).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import MISSING, Field, fields
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from gracerun.config import values
 from gracerun.config.kinds import ConnectionsProbe, Hook, Probe
@@ -30,15 +29,21 @@ from gracerun.config.plan import (
     StartupConfig,
 )
 from gracerun.config.reader import Reader
+from gracerun.config.record import MISSING, fields
 from gracerun.config.values import Env, describe
 
 T = TypeVar("T")
 MAX_HOOKS = 100
 
 
-def default_of(f: Field[Any]) -> Any:
-    """A field's declared default (a fresh one for a factory), MISSING when required."""
-    if f.default_factory is not MISSING:
+if TYPE_CHECKING:
+    from gracerun.config.record import Field
+
+
+def default_of(f: Field | Any) -> Any:
+    """A field's declared default (a fresh one for a factory), MISSING when required
+    (record.MISSING; dataclasses.MISSING for a field from dataclasses.fields())."""
+    if callable(f.default_factory):
         return f.default_factory()
     return f.default
 
@@ -55,7 +60,7 @@ def read_record(r: Reader, cls: type[T], env: Env, given: Mapping[str, Any] | No
     """
     before = len(r.problems) if before is None else before
     kwargs: dict[str, Any] = dict(given or {})
-    for f in fields(cls):  # type: ignore[arg-type]
+    for f in fields(cls):
         meta = f.metadata
         r.seen.update(meta["keys"] or (f.name,))  # known keys, for the did-you-mean
         parse = meta["expand"](env) if meta["expand"] else meta["parse"]

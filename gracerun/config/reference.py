@@ -16,12 +16,12 @@ from __future__ import annotations
 import re
 import sys
 from collections.abc import Mapping
-from dataclasses import MISSING, Field, fields
 from pathlib import Path
 from typing import Any
 
 from gracerun.config import kinds, plan, settings, values
 from gracerun.config.plan_reader import default_of
+from gracerun.config.record import MISSING, Field, fields
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 WRITE_COMMAND = "python -m gracerun.config.reference --write"
@@ -67,7 +67,7 @@ def _flags_table() -> list[str]:
 # ------------------------------------------------------- phases, hooks, probes
 
 
-def _field_default(f: Field[Any]) -> str:
+def _field_default(f: Field) -> str:
     meta = f.metadata
     if meta["expect"]:
         return "required"
@@ -82,7 +82,7 @@ def _field_default(f: Field[Any]) -> str:
     return "none" if value is None else f"`{values.show(value)}`"
 
 
-def _field_row(f: Field[Any], default: str | None = None) -> str:
+def _field_row(f: Field, default: str | None = None) -> str:
     keys = ", ".join(f"`{k}`" for k in f.metadata["keys"] or (f.name,))
     return _row(keys, default or _field_default(f),
                 _sentence(f.metadata["help"], f.metadata["more"]))

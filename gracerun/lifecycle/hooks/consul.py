@@ -27,7 +27,6 @@ the service's business, not this hook's.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from gracerun.config import strings, values
@@ -45,7 +44,6 @@ DEFAULT_REASON = "gracerun: shutting down"
 _POLL = 0.1  # read-back interval; the agent applies a write before it answers
 
 
-@dataclass(frozen=True, kw_only=True)
 class ConsulHook(Hook):
     """A service instance on its Consul agent: maintenance (soft) or deregister (hard)."""
 

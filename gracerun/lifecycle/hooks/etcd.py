@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from gracerun.clients import etcd
@@ -59,7 +58,6 @@ _POLL = 0.05  # read-back interval
 _RETRY = 1.0  # keep-alive retry after a failed renewal, at most
 
 
-@dataclass(frozen=True, kw_only=True)
 class EtcdHook(Hook):
     """The instance's key in etcd v3, through etcd's JSON gateway."""
 

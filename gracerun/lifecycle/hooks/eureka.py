@@ -27,7 +27,6 @@ and must fail rather than pass silently.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from gracerun.config import strings, values
@@ -44,7 +43,6 @@ MODES = ("out_of_service", "cancel")
 _POLL = 0.1  # read-back interval; the registry changes synchronously, so one read usually does
 
 
-@dataclass(frozen=True, kw_only=True)
 class EurekaHook(Hook):
     """An instance in Eureka: OUT_OF_SERVICE override (soft) or cancel (hard)."""
 

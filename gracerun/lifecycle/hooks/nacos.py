@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import urllib.parse
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from gracerun.config import strings, values
@@ -45,7 +44,6 @@ _FIRST_POLL = 0.05  # read-back interval, doubling up to _MAX_POLL
 _MAX_POLL = 0.5
 
 
-@dataclass(frozen=True, kw_only=True)
 class NacosHook(Hook):
     """Take the instance out of Nacos discovery (run) and put it back (restore)."""
 

@@ -22,7 +22,6 @@ small local file or /proc read, done inline; only the reload command and the pol
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from gracerun.clients import nginx
@@ -37,7 +36,6 @@ _POLL = 0.01  # nginx starts new workers within milliseconds of the SIGHUP
 _MAX_OUTPUT = 4096  # of the reload command's output, kept for the error message
 
 
-@dataclass(frozen=True, kw_only=True)
 class NginxHook(Hook):
     """This server's `down` flag in an nginx upstream include file, then a reload."""
 

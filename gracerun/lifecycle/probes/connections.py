@@ -8,16 +8,25 @@ established connections never seen before, by socket cookie.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
-from gracerun.clients import sockdiag
 from gracerun.config.kinds import ConnectionsProbe
-from gracerun.core.service import Service
 from gracerun.lifecycle.probes import ProbeError
+
+if TYPE_CHECKING:
+    from gracerun.clients.sockdiag import TcpSocket
+    from gracerun.core.service import Service
+
+# The wire (clients/sockdiag.py: socket, the netlink structures) is imported when the
+# probe is first read, not when config validation imports this module for RECORD
+# before the service is spawned (~9 ms).
 
 RECORD = ConnectionsProbe  # the config record of this kind (see KINDS in __init__.py)
 
 
 async def in_flight(probe: ConnectionsProbe, service: Service) -> float:
+    from gracerun.clients import sockdiag
+
     socks = await _tcp_sockets(probe.ports, timeout=probe.timeout)
     idle_ms = int(probe.idle * 1000)
     return float(sum(1 for s in socks if sockdiag.is_busy(s, idle_ms)))
@@ -28,6 +37,8 @@ def traffic(probe: ConnectionsProbe) -> Callable[[], Awaitable[float]]:
     new = 0
 
     async def read() -> float:
+        from gracerun.clients import sockdiag
+
         nonlocal new
         socks = await _tcp_sockets(probe.ports, (sockdiag.TcpState.ESTABLISHED,),
                                    timeout=probe.timeout)
@@ -40,9 +51,11 @@ def traffic(probe: ConnectionsProbe) -> Callable[[], Awaitable[float]]:
 
 
 async def _tcp_sockets(ports: tuple[int, ...], states: tuple[int, ...] = (), *,
-                       timeout: float) -> list[sockdiag.TcpSocket]:
+                       timeout: float) -> list[TcpSocket]:
     """Both dumps (IPv4, IPv6) under one deadline, read only when the loop says the netlink
     socket is readable: a slow kernel answer cannot hold up signals or the budget timer."""
+    from gracerun.clients import sockdiag
+
     try:
         if states:
             return await sockdiag.tcp_sockets_async(ports, states=states, timeout=timeout)

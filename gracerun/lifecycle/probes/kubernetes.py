@@ -17,7 +17,6 @@ caches).  A failed read counts as "not yet", as every probe's does.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 from gracerun.clients import kubernetes as k8s
 from gracerun.config import strings
@@ -26,7 +25,6 @@ from gracerun.core.service import Service
 from gracerun.lifecycle.probes import ProbeError
 
 
-@dataclass(frozen=True, kw_only=True)
 class KubernetesProbe(Probe):
     """This pod's endpoint in the EndpointSlices of `service`."""
 
