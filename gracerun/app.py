@@ -79,7 +79,8 @@ def run(cfg: Config, argv: Sequence[str]) -> int:
         # Wiring first: the endpoint's start runs the loop (run_until_complete), and a
         # SIGTERM taken then would run the whole shutdown before the wiring's finish
         # callbacks exist, leaving run_forever() below with nothing to stop it.
-        # Until the inbox is installed the signals wait in the kernel, as since main().
+        # Until the inbox is installed the signals wait, taken in order by the thread
+        # start_taking() began before the spawn, and are dispatched once it is.
         _wire(sup, listener)
         signals.SignalInbox(loop, sup.on_signal).install()
     except GracerunError:
