@@ -411,6 +411,19 @@ def _kill(pid: int) -> None:
         pass
 
 
+def harness_pair(tmp_path: Path) -> Iterator[tuple[Harness, Harness]]:
+    """Two harnesses (instances A and B of a rolling restart), each in its own directory."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    gen_a, gen_b = harness(tmp_path / "a"), harness(tmp_path / "b")
+    try:
+        yield next(gen_a), next(gen_b)
+    finally:
+        for gen in (gen_a, gen_b):
+            for _ in gen:  # runs each one's teardown
+                pass
+
+
 def harness(tmp_path: Path) -> Iterator[Harness]:
     """The body of each module's `h` fixture: `yield from harness(tmp_path)`."""
     h = Harness(tmp_path)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import pytest
-from pipeline_support import Gracerun, Harness, free_port, harness, http_get, wait_for
+from pipeline_support import Gracerun, Harness, free_port, harness_pair, http_get, wait_for
 from test_registry_etcd import ETCD, EtcdServer, read_key
 from test_registry_nginx import NGINX, Nginx
 
@@ -36,13 +36,7 @@ class Upstream(NamedTuple):
 
 @pytest.fixture
 def pair(tmp_path: Path) -> Iterator[tuple[Harness, Harness]]:
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
-    gen_a, gen_b = harness(tmp_path / "a"), harness(tmp_path / "b")
-    yield next(gen_a), next(gen_b)
-    for gen in (gen_a, gen_b):
-        with pytest.raises(StopIteration):
-            next(gen)
+    yield from harness_pair(tmp_path)
 
 
 def common(h: Harness, listen: str) -> str:

@@ -30,7 +30,7 @@ import pytest
 from contracts.consul import ConsulAgent, TtlHeartbeatLoop
 from contracts.eureka import DiscoveryClientLoop, EurekaServer
 from contracts.nacos import BEAT_INTERVAL_KEY, BeatClient, NacosServer
-from pipeline_support import Gracerun, Harness, free_port, harness, http_get, wait_for
+from pipeline_support import Gracerun, Harness, free_port, harness_pair, http_get, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -114,13 +114,7 @@ def system(request: pytest.FixtureRequest) -> Iterator[System]:
 
 @pytest.fixture
 def pair(tmp_path: Path) -> Iterator[tuple[Harness, Harness]]:
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
-    gen_a, gen_b = harness(tmp_path / "a"), harness(tmp_path / "b")
-    yield next(gen_a), next(gen_b)
-    for gen in (gen_a, gen_b):
-        with pytest.raises(StopIteration):
-            next(gen)
+    yield from harness_pair(tmp_path)
 
 
 def config(h: Harness, system: System, listen: str) -> str:
