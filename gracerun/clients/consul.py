@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gracerun.clients import http
+from gracerun.clients.http import display_url
 from gracerun.errors import GracerunError
 
 MAINTENANCE_PREFIX = "_service_maintenance:"  # structs.ServiceMaintPrefix
@@ -157,17 +158,6 @@ def parse_health(agent: Agent, service_id: str, body: bytes,
                          name=str(service.get("Service", "")), aggregated=aggregated,
                          checks=checks)
 
-
-def display_url(url: str) -> str:
-    """scheme://host:port/path: the URL without credentials, query or fragment."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-        host, port = parts.hostname or "", parts.port
-    except ValueError:
-        return "<bad URL>"
-    if ":" in host:
-        host = f"[{host}]"
-    return f"{parts.scheme}://{host}{f':{port}' if port else ''}{parts.path.rstrip('/')}"
 
 
 # ---------------------------------------------------------------- internals

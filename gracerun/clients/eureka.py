@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gracerun.clients import http
+from gracerun.clients.http import display_url
 from gracerun.errors import GracerunError
 
 # The override value Eureka reports when there is none (InstanceInfo.overriddenStatus).
@@ -167,17 +168,6 @@ def parse_instance(ep: Endpoint, body: bytes, content_type: str = "") -> Instanc
     return Instance(status=status, overridden=overridden if isinstance(overridden, str)
                     else NO_OVERRIDE)
 
-
-def display_url(url: str) -> str:
-    """scheme://host:port/path: the URL without credentials, query or fragment."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-        host, port = parts.hostname or "", parts.port
-    except ValueError:
-        return "<bad URL>"
-    if ":" in host:
-        host = f"[{host}]"
-    return f"{parts.scheme}://{host}{f':{port}' if port else ''}{parts.path}"
 
 
 async def _call(ep: Endpoint, method: str, tail: str, timeout: float, *,

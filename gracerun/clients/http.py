@@ -398,6 +398,19 @@ def read_secret(path: str, what: str = "token") -> str:
     return text
 
 
+def display_url(url: str) -> str:
+    """scheme://host:port/path, for naming a server in a message: no credentials, query
+    or fragment, no trailing slash."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host, port = parts.hostname or "", parts.port
+    except ValueError:
+        return "<bad URL>"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{parts.scheme}://{host}{f':{port}' if port else ''}{parts.path.rstrip('/')}"
+
+
 def _ssl_default_context() -> ssl.SSLContext:
     global _default_ssl_context
     if _default_ssl_context is None:
