@@ -13,7 +13,6 @@ The tests run as root and play "another user" with uid 65534 (chown).
 from __future__ import annotations
 
 import json
-import logging
 import math
 import os
 import re
@@ -28,6 +27,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 
+from gracerun.core import log
 from gracerun.core.lifecycle import Lifecycle, State
 from gracerun.core.timeline import HookRecord, Timeline
 from gracerun.errors import GracerunError
@@ -67,9 +67,8 @@ def timeline(detail: str = "") -> Timeline:
     return lc.timeline
 
 
-def warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [f"{r.getMessage()} {getattr(r, 'fields', {})}" for r in caplog.records
-            if r.levelno >= logging.WARNING]
+def warnings(records: list[log.Record]) -> list[str]:
+    return [f"{r.message()} {r.fields}" for r in records if r.level >= log.WARNING]
 
 
 def registry() -> CollectorRegistry:
@@ -140,15 +139,14 @@ def _special(kind: str, path: Path) -> None:
 
 @pytest.mark.parametrize("kind", ["device", "fifo", "directory", "socket"])
 @pytest.mark.parametrize("output", ["state", "textfile"])
-def test_only_regular_files_are_replaced(tmp_path: Path, kind: str, output: str,
-                                         caplog: pytest.LogCaptureFixture) -> None:
+def test_only_regular_files_are_replaced(tmp_path: Path, kind: str, output: str) -> None:
     """`[state] file = "/dev/null"` replaced the device node with a regular file.
     Steps: the target is a device node (as /dev/null), a FIFO, a directory or a
     socket; writing the output leaves it as it was and logs one warning."""
     target = tmp_path / "target"
     _special(kind, target)
     before = os.lstat(target)
-    with caplog.at_level(logging.WARNING, logger="gracerun"):
+    with log.capture(log.WARNING) as logged:
         if output == "state":
             state.save(str(target), timeline(), 0)
         else:
@@ -156,27 +154,26 @@ def test_only_regular_files_are_replaced(tmp_path: Path, kind: str, output: str,
     after = os.lstat(target)
     assert (stat.S_IFMT(after.st_mode), after.st_ino) == (stat.S_IFMT(before.st_mode),
                                                           before.st_ino)
-    assert len(warnings(caplog)) == 1, warnings(caplog)
-    assert "not a regular file" in warnings(caplog)[0]
+    assert len(warnings(logged)) == 1, warnings(logged)
+    assert "not a regular file" in warnings(logged)[0]
     assert [p.name for p in tmp_path.iterdir()] == ["target"]  # no temporary file left
 
 
 @pytest.mark.parametrize("output", ["state", "textfile"])
-def test_a_symlink_at_the_target_is_not_followed(shared: Path, tmp_path: Path, output: str,
-                                                 caplog: pytest.LogCaptureFixture) -> None:
+def test_a_symlink_at_the_target_is_not_followed(shared: Path, tmp_path: Path, output: str) -> None:
     victim = tmp_path / "victim"
     victim.write_text("precious\n")
     target = shared / "out"
     target.symlink_to(victim)
     os.lchown(target, OTHER, OTHER)
-    with caplog.at_level(logging.WARNING, logger="gracerun"):
+    with log.capture(log.WARNING) as logged:
         if output == "state":
             state.save(str(target), timeline(), 0)
         else:
             state.write_textfile(str(target), registry())
     assert victim.read_text() == "precious\n"
     assert target.is_symlink()
-    assert "not a regular file" in warnings(caplog)[0]
+    assert "not a regular file" in warnings(logged)[0]
 
 
 def test_the_textfile_temporary_name_cannot_be_planted(shared: Path, tmp_path: Path) -> None:
@@ -198,9 +195,7 @@ def test_the_textfile_temporary_name_cannot_be_planted(shared: Path, tmp_path: P
 
 @pytest.mark.parametrize("output", ["state", "textfile"])
 def test_a_directory_swapped_for_a_symlink_is_refused(shared: Path, tmp_path: Path,
-                                                      output: str,
-                                                      caplog: pytest.LogCaptureFixture
-                                                      ) -> None:
+                                                      output: str) -> None:
     """Another user makes the configured directory a symlink into root's files.
     Steps: shared/app -> tmp/victims (a directory of root's holding out.json);
     writing shared/app/out.json refuses (warning) and root's file is untouched."""
@@ -210,24 +205,23 @@ def test_a_directory_swapped_for_a_symlink_is_refused(shared: Path, tmp_path: Pa
     link = shared / "app"
     link.symlink_to(victims)
     os.lchown(link, OTHER, OTHER)
-    with caplog.at_level(logging.WARNING, logger="gracerun"):
+    with log.capture(log.WARNING) as logged:
         if output == "state":
             state.save(str(link / "out.json"), timeline(), 0)
         else:
             state.write_textfile(str(link / "out.json"), registry())
     assert (victims / "out.json").read_text() == "precious\n"
-    assert f"{link} is a symlink owned by uid {OTHER}" in warnings(caplog)[0]
+    assert f"{link} is a symlink owned by uid {OTHER}" in warnings(logged)[0]
 
 
-def test_a_directory_of_another_user_is_refused(shared: Path,
-                                                caplog: pytest.LogCaptureFixture) -> None:
+def test_a_directory_of_another_user_is_refused(shared: Path) -> None:
     theirs = shared / "theirs"
     theirs.mkdir()
     os.chown(theirs, OTHER, OTHER)
-    with caplog.at_level(logging.WARNING, logger="gracerun"):
+    with log.capture(log.WARNING) as logged:
         state.save(str(theirs / "sub" / "last.json"), timeline(), 0)
     assert list(theirs.iterdir()) == []  # not even the missing directory is made there
-    assert f"{theirs} is owned by uid {OTHER}, not by uid 0 or root" in warnings(caplog)[0]
+    assert f"{theirs} is owned by uid {OTHER}, not by uid 0 or root" in warnings(logged)[0]
 
 
 def test_a_root_owned_world_writable_directory_is_used(tmp_path: Path) -> None:
@@ -263,13 +257,13 @@ def test_open_dir_walks_dot_dot_and_relative_links(tmp_path: Path) -> None:
 # ------------------------------------------------------------------ reading
 
 
-def test_reading_a_fifo_does_not_block(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_reading_a_fifo_does_not_block(tmp_path: Path) -> None:
     """A FIFO at the state file's path: open() without O_NONBLOCK waits for a writer
     forever, before the service starts."""
     path = tmp_path / "last.json"
     os.mkfifo(path)
     result: list[Any] = []
-    with caplog.at_level(logging.WARNING, logger="gracerun"):
+    with log.capture(log.WARNING) as logged:
         reader = threading.Thread(target=lambda: result.append(state.read_previous(str(path))),
                                   daemon=True)
         reader.start()
@@ -280,12 +274,11 @@ def test_reading_a_fifo_does_not_block(tmp_path: Path, caplog: pytest.LogCapture
         reader.join(5)
         pytest.fail("reading the state file blocked on a FIFO")
     assert result == [None]
-    assert "a FIFO, not a regular file" in warnings(caplog)[0]
+    assert "a FIFO, not a regular file" in warnings(logged)[0]
 
 
 @pytest.mark.parametrize("case", ["symlink", "other user"])
-def test_a_planted_state_file_is_ignored(shared: Path, tmp_path: Path, case: str,
-                                         caplog: pytest.LogCaptureFixture) -> None:
+def test_a_planted_state_file_is_ignored(shared: Path, tmp_path: Path, case: str) -> None:
     good = tmp_path / "good.json"
     state.save(str(good), timeline(), 0)
     path = shared / "last.json"
@@ -294,11 +287,11 @@ def test_a_planted_state_file_is_ignored(shared: Path, tmp_path: Path, case: str
     else:
         path.write_bytes(good.read_bytes())
         os.chown(path, OTHER, OTHER)
-    with caplog.at_level(logging.WARNING, logger="gracerun"):
+    with log.capture(log.WARNING) as logged:
         assert state.read_previous(str(path)) is None
-    assert len(warnings(caplog)) == 1
+    assert len(warnings(logged)) == 1
     assert ("is a symlink" if case == "symlink" else f"owned by uid {OTHER}") in \
-        warnings(caplog)[0]
+        warnings(logged)[0]
 
 
 def sample(**changes: Any) -> dict[str, Any]:
@@ -361,15 +354,14 @@ BAD_RECORDS: list[tuple[str, bytes, str]] = [
 @pytest.mark.parametrize(("name", "raw", "problem"), BAD_RECORDS,
                          ids=[b[0] for b in BAD_RECORDS])
 def test_bad_state_files_are_refused_in_one_line(tmp_path: Path, name: str, raw: bytes,
-                                                 problem: str,
-                                                 caplog: pytest.LogCaptureFixture) -> None:
+                                                 problem: str) -> None:
     path = tmp_path / "last.json"
     path.write_bytes(raw)
     with pytest.raises(state.StateFileError, match=re.escape(problem)):
         state.load(str(path))
-    with caplog.at_level(logging.WARNING, logger="gracerun"):
+    with log.capture(log.WARNING) as logged:
         assert state.read_previous(str(path)) is None
-    assert len(warnings(caplog)) == 1
+    assert len(warnings(logged)) == 1
     with pytest.raises(GracerunError, match="not a gracerun state file") as err:
         report.main([str(path)])
     assert "\n" not in str(err.value)

@@ -8,7 +8,6 @@ not reach a terminal as control characters.
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import socket
 import threading
@@ -20,6 +19,7 @@ from hypothesis import strategies as st
 
 from gracerun.clients import haproxy
 from gracerun.clients.http import HttpError, request
+from gracerun.core import log
 from gracerun.observe import redact
 
 pytestmark = pytest.mark.timeout(30)
@@ -193,7 +193,7 @@ def test_haproxy_error_answers_are_escaped(tmp_path: Any) -> None:
 # --------------------------------------------------------------- hook output
 
 
-def test_exec_hook_output_is_escaped_and_redacted(caplog: pytest.LogCaptureFixture) -> None:
+def test_exec_hook_output_is_escaped_and_redacted() -> None:
     """The exec hook's output reaches the log line by line: escapes shown as text,
     URLs redacted."""
     from gracerun.lifecycle.hooks.exec import _pump_output
@@ -202,10 +202,9 @@ def test_exec_hook_output_is_escaped_and_redacted(caplog: pytest.LogCaptureFixtu
     os.write(w, b"\x1b[2J\x1b]0;title\x07cleared\r\n"
                 b"calling http://reg/x?token=" + SECRET.encode() + b"\n")
     os.close(w)
-    with caplog.at_level(logging.INFO, logger="gracerun"):
+    with log.capture(log.INFO) as logged:
         asyncio.run(_pump_output(r, "h"))
-    lines = [rec.fields["line"] for rec in caplog.records  # type: ignore[attr-defined]
-             if rec.getMessage() == "hook output"]
+    lines = [rec.fields["line"] for rec in logged if rec.message() == "hook output"]
     assert lines == ["\\x1b[2J\\x1b]0;title\\x07cleared", "calling http://reg/x?[redacted]"]
 
 
@@ -234,13 +233,8 @@ def test_haproxy_status_is_escaped(tmp_path: Any) -> None:
 def test_text_log_lines_escape_control_characters_in_fields_and_messages() -> None:
     """Fields carry text from outside gracerun (exception messages, hook output, server
     answers): an escape sequence or a newline in one must not reach the terminal raw."""
-    import logging
-
-    from gracerun.core.log import TextFormatter
-
-    record = logging.LogRecord("gracerun", logging.WARNING, __file__, 1,
-                               "hook failed\x1b]0;owned\x07", (), None)
-    record.fields = {"detail": "boom\x1b[31m\nsecond line", "count": 3}
-    line = TextFormatter().format(record)
+    record = log.Record(log.WARNING, "hook failed\x1b]0;owned\x07", (),
+                        {"detail": "boom\x1b[31m\nsecond line", "count": 3})
+    line = log.format_text(record)
     assert "\x1b" not in line and "\n" not in line and "\x07" not in line
     assert "\\x1b[31m" in line and "\\x0a" in line and "count=3" in line

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -16,6 +15,7 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 
 from gracerun.config.kinds import SleepHook
 from gracerun.config.plan import HookPhase, Plan
+from gracerun.core import log
 from gracerun.core.lifecycle import Lifecycle, State
 from gracerun.core.reaper import Reaper
 from gracerun.core.service import Service
@@ -234,15 +234,14 @@ def test_corrupt_state_files(tmp_path: Path, content: bytes, problem: str) -> No
         state.load(str(path))
 
 
-def test_read_previous_warns_once_and_ignores(tmp_path: Path,
-                                               caplog: pytest.LogCaptureFixture) -> None:
+def test_read_previous_warns_once_and_ignores(tmp_path: Path) -> None:
     path = tmp_path / "last.json"
     assert state.read_previous(str(path)) is None  # absent: silently nothing
     path.write_text("garbage")
-    with caplog.at_level(logging.WARNING, logger="gracerun"):
+    with log.capture(log.WARNING) as logged:
         assert state.read_previous(str(path)) is None
-    assert len(caplog.records) == 1
-    assert "ignoring the previous state file" in caplog.records[0].getMessage()
+    assert len(logged) == 1
+    assert "ignoring the previous state file" in logged[0].message()
 
 
 def test_push_timeout_arithmetic() -> None:

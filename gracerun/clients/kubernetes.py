@@ -23,9 +23,10 @@ from __future__ import annotations
 import json
 import os
 import urllib.parse
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from gracerun.clients import http as httpclient
+from gracerun.core.tuples import NamedTuple
 from gracerun.errors import GracerunError
 
 if TYPE_CHECKING:

@@ -29,14 +29,13 @@ the password.
 from __future__ import annotations
 
 import json
-import logging
 import time
 import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
 
 from gracerun.clients import http
-from gracerun.core.log import event
+from gracerun.core.log import WARNING, event
 from gracerun.errors import GracerunError
 
 API_VERSIONS = ("v1", "v2")
@@ -330,7 +329,7 @@ class Client:
                 failures.append(f"{_public(base)}: HTTP {answer.status}")
                 continue
             if failures:
-                event(logging.WARNING, "nacos: server(s) failed, another answered",
+                event(WARNING, "nacos: server(s) failed, another answered",
                       failed="; ".join(failures), answered=_public(base))
             self._current = index
             return answer

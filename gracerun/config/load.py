@@ -16,12 +16,13 @@ from __future__ import annotations
 import errno
 import os
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from gracerun.config import settings
 from gracerun.config.reader import Reader
 from gracerun.config.settings import default
 from gracerun.config.values import Env
+from gracerun.core.tuples import NamedTuple
 from gracerun.errors import ConfigError
 
 if TYPE_CHECKING:  # plan.py is imported only for configs that use it (start-up time)

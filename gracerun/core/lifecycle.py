@@ -32,9 +32,9 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from typing import NamedTuple
 
 from gracerun.core.timeline import HookRecord, PhaseRecord, Timeline
+from gracerun.core.tuples import NamedTuple
 
 
 class State(enum.IntEnum):

@@ -17,20 +17,30 @@ fail with EAGAIN; reopening /proc/self/fd/2 gives a description of its own
 only for pipes and terminals (not for sockets, such as journald's), and
 poll() before write() races with the service filling the pipe in between.
 The thread starts with the first line (a quiet run has none) and sleeps on a
-condition while idle: no wake-ups.
+lock while idle: no wake-ups.
+
+Why not the logging module.  `import logging` costs about 7 ms (it brings
+threading, traceback, tokenize, string and compiles regular expressions), paid
+before the service starts on every container start, for features gracerun does
+not use: it logs to one place, in one of two formats, from its own code only.
+So this module is the whole of it: levels, records, the two formats and the
+writer, on `_thread` (threading costs another 1.5 ms).  Tests read records
+with `capture()`.
 """
 
 from __future__ import annotations
 
-import logging
+import _thread
 import os
 import signal
-import threading
 import time
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
-log = logging.getLogger("gracerun")
+DEBUG, INFO, WARNING, ERROR = 10, 20, 30, 40
+_LEVEL_NAMES = {DEBUG: "debug", INFO: "info", WARNING: "warning", ERROR: "error"}
 
 # Bytes of log lines held while stderr does not take them: a few hundred lines.
 QUEUE_LIMIT = 128 * 1024
@@ -38,9 +48,25 @@ QUEUE_LIMIT = 128 * 1024
 EXIT_FLUSH_SECONDS = 0.25
 
 
-def _fields(record: logging.LogRecord) -> dict[str, Any]:
-    fields = getattr(record, "fields", None)
-    return dict(fields) if isinstance(fields, dict) else {}
+class Record:
+    """One event: a level, a %-style message with its arguments, structured fields."""
+
+    __slots__ = ("args", "created", "fields", "level", "msg")
+
+    def __init__(self, level: int, msg: str, args: tuple[Any, ...],
+                 fields: dict[str, Any]) -> None:
+        self.level = level
+        self.msg = msg
+        self.args = args
+        self.fields = fields
+        self.created = time.time()
+
+    @property
+    def level_name(self) -> str:
+        return _LEVEL_NAMES.get(self.level) or f"level{self.level}"
+
+    def message(self) -> str:
+        return self.msg % self.args if self.args else self.msg
 
 
 def _render(value: Any) -> str:
@@ -59,93 +85,108 @@ def _printable(text: str) -> str:
                    else f"\\u{ord(c):04x}" for c in text)
 
 
-class TextFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        level = "" if record.levelno == logging.INFO else f"{record.levelname.lower()}: "
-        line = f"gracerun: {level}{_printable(record.getMessage())}"
-        extra = " ".join(f"{k}={_render(v)}" for k, v in _fields(record).items())
-        return f"{line} {extra}" if extra else line
+def format_text(record: Record) -> str:
+    """`gracerun: [level: ]message key=value ...` (no level shown for info)."""
+    level = "" if record.level == INFO else f"{record.level_name}: "
+    line = f"gracerun: {level}{_printable(record.message())}"
+    extra = " ".join(f"{k}={_render(v)}" for k, v in record.fields.items())
+    return f"{line} {extra}" if extra else line
 
 
-class JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        import json
+def format_json(record: Record) -> str:
+    """One JSON object: ts (UTC, milliseconds), level, logger, msg, then the fields."""
+    import json
 
-        entry: dict[str, Any] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
-            "level": record.levelname.lower(),
-            "logger": "gracerun",
-            "msg": record.getMessage(),
-        }
-        entry.update(_fields(record))
-        return json.dumps(entry, default=str)
+    entry: dict[str, Any] = {
+        "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        + f".{int(record.created * 1000) % 1000:03d}Z",
+        "level": record.level_name,
+        "logger": "gracerun",
+        "msg": record.message(),
+    }
+    entry.update(record.fields)
+    return json.dumps(entry, default=str)
 
 
 class _Writer:
-    """A bounded queue of lines and the thread that writes them to one fd."""
+    """A bounded queue of lines and the thread that writes them to one fd.
+
+    Two binary semaphores instead of a condition variable (no threading):
+    `_wake` is released when there is something to write and the writer sleeps
+    on it; `_drained`, when set, is released once the queue is empty (flush()).
+    Both are released only under `_mutex`, and only when held, so never twice.
+    """
 
     def __init__(self, fd: int, limit: int = QUEUE_LIMIT) -> None:
         self._fd = fd
         self._limit = limit
         self._queue: deque[bytes] = deque()
         self._queued = 0  # bytes in the queue plus the chunk being written
-        self._cond = threading.Condition(threading.Lock())
-        self._thread: threading.Thread | None = None
+        self._mutex = _thread.allocate_lock()
+        self._wake = _thread.allocate_lock()
+        self._wake.acquire()
+        self._drained: Any = None  # a held lock while flush() waits
+        self._started = False
         self.dropped = 0  # lines lost since start
         self._unreported = 0  # lines lost since the last "dropped" event
 
     def put(self, data: bytes) -> None:
         """Queue one line, or drop it when the queue is full; never blocks on I/O."""
-        with self._cond:
-            if self._queued + len(data) > self._limit or not self._started():
+        with self._mutex:
+            if self._queued + len(data) > self._limit or not self._start():
                 self.dropped += 1
                 self._unreported += 1
                 return
             self._queue.append(data)
             self._queued += len(data)
-            self._cond.notify_all()
+            if self._wake.locked():
+                self._wake.release()
 
-    def _started(self) -> bool:
+    def _start(self) -> bool:
         """Start the writer thread on first use; False when none can be started
         (a pids limit): the line is dropped and counted, the next one retries."""
-        if self._thread is None:
-            thread = threading.Thread(target=self._run, name="gracerun-log", daemon=True)
+        if not self._started:
             try:
-                thread.start()
+                _thread.start_new_thread(self._run, ())
             except RuntimeError:
                 return False
-            self._thread = thread
+            self._started = True
         return True
 
     def flush(self, timeout: float) -> bool:
         """Wait until every queued line is written, at most `timeout`; True if done."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while self._queued:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._cond.wait(left)
-        return True
+        with self._mutex:
+            if not self._queued:
+                return True
+            if self._drained is None:
+                self._drained = _thread.allocate_lock()
+                self._drained.acquire()
+            drained = self._drained
+        if drained.acquire(timeout=max(0.0, timeout)):
+            drained.release()  # let any other flush() through too
+        with self._mutex:
+            return not self._queued
 
     def _run(self) -> None:
         # Signals are gracerun's main thread's business (see signals.py), even
         # in a process that never called signals.hold().
         signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
         while True:
-            with self._cond:
-                while not self._queue:
-                    self._cond.wait()
+            with self._mutex:
                 chunk = b"".join(self._queue)
                 self._queue.clear()
+            if not chunk:
+                self._wake.acquire()  # sleep until put() has something
+                continue
             self._write_all(chunk)
-            with self._cond:
+            with self._mutex:
                 self._queued -= len(chunk)
                 lost, self._unreported = self._unreported, 0
-                self._cond.notify_all()
+                if not self._queued and self._drained is not None:
+                    self._drained.release()
+                    self._drained = None
             if lost:
-                event(logging.WARNING, "log lines dropped: stderr was not taking them",
+                event(WARNING, "log lines dropped: stderr was not taking them",
                       lines=lost, dropped_total=self.dropped)
 
     def _write_all(self, data: bytes) -> None:
@@ -159,32 +200,23 @@ class _Writer:
                 return  # EPIPE, EBADF, ENOSPC: nowhere to log to; do not spin
 
 
-class _QueueHandler(logging.Handler):
-    """Formats a record and hands the line to the writer: the caller never blocks."""
-
-    def __init__(self, writer: _Writer) -> None:
-        super().__init__()
-        self.writer = writer
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            line = self.format(record) + "\n"
-        except Exception:
-            self.handleError(record)
-            return
-        self.writer.put(line.encode(errors="replace"))
-
-
 _writer = _Writer(2)
+# Until setup(): warnings and errors, as text (a subcommand, a test).
+_threshold = WARNING
+_format = format_text
+_captures: list[tuple[int, list[Record]]] = []
 
 
 def setup(verbosity: int, fmt: str) -> None:
     """Quiet by default (info and up); -v adds signals, reaps and escalations."""
-    handler = _QueueHandler(_writer)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
-    log.handlers[:] = [handler]
-    log.propagate = False
-    log.setLevel(logging.DEBUG if verbosity > 0 else logging.INFO)
+    global _threshold, _format
+    _threshold = DEBUG if verbosity > 0 else INFO
+    _format = format_json if fmt == "json" else format_text
+
+
+def enabled(level: int) -> bool:
+    """Would an event at `level` be logged (or captured)?"""
+    return level >= _threshold or any(level >= lowest for lowest, _ in _captures)
 
 
 def flush(timeout: float = EXIT_FLUSH_SECONDS) -> bool:
@@ -198,5 +230,30 @@ def dropped_lines() -> int:
 
 
 def event(level: int, msg: str, *args: Any, **fields: Any) -> None:
-    """Log msg with structured fields."""
-    log.log(level, msg, *args, extra={"fields": fields})
+    """Log msg (%-style with args) with structured fields; never blocks on stderr."""
+    if not enabled(level):
+        return
+    record = Record(level, msg, args, fields)
+    for lowest, records in _captures:
+        if level >= lowest:
+            records.append(record)
+    if level < _threshold:
+        return
+    try:
+        line = _format(record) + "\n"
+    except Exception as exc:  # a bad %-format or field must not end gracerun
+        line = f"gracerun: error: cannot format a log line: {exc!r} msg={msg!r}\n"
+    _writer.put(line.encode(errors="replace"))
+
+
+@contextmanager
+def capture(level: int = DEBUG) -> Iterator[list[Record]]:
+    """For tests: collect the events at `level` and up while the block runs (they
+    are written as usual too)."""
+    records: list[Record] = []
+    entry = (level, records)
+    _captures.append(entry)
+    try:
+        yield records
+    finally:
+        _captures.remove(entry)

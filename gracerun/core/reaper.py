@@ -21,11 +21,10 @@ exactly when we have no children left, and the last exit raises SIGCHLD.
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Callable
 
-log = logging.getLogger("gracerun")
+from gracerun.core.log import DEBUG, WARNING, event
 
 ExitCallback = Callable[[int, int], None]  # (pid, exit code as a shell shows it)
 StopCallback = Callable[[int, int], None]  # (pid, the signal that stopped it)
@@ -95,9 +94,6 @@ class Reaper:
             callback(pid, code)
             return
         self.orphans_reaped_total += 1
-        if self._warn:
-            log.warning("reaped orphan pid=%d code=%d", pid, code)
-        else:
-            log.debug("reaped orphan pid=%d code=%d", pid, code)
+        event(WARNING if self._warn else DEBUG, "reaped orphan", pid=pid, code=code)
         for cb in self._on_orphan:
             cb(pid, code)

@@ -65,8 +65,9 @@ import os
 import signal
 from collections import deque
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
+from gracerun.core.tuples import NamedTuple
 from gracerun.errors import LaunchError, UsageError
 
 # Never forwarded: every other signal gracerun receives is, real-time ones

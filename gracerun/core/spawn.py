@@ -46,10 +46,11 @@ import errno
 import os
 import signal
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from gracerun.core import linux, signals
 from gracerun.core.signals import SignalState
+from gracerun.core.tuples import NamedTuple
 from gracerun.errors import LaunchError
 
 if TYPE_CHECKING:

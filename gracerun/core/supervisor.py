@@ -19,22 +19,20 @@ wait until no child is left.
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 
 from gracerun.config.load import Config
 from gracerun.core import linux, signals, tree
 from gracerun.core.lifecycle import Event, Lifecycle, State, Transition
-from gracerun.core.log import event
+from gracerun.core.log import DEBUG, ERROR, INFO, WARNING, event
 from gracerun.core.reaper import Reaper
 from gracerun.core.service import Service
 from gracerun.core.spawn import spawn
 from gracerun.core.timeline import Timeline
-
-log = logging.getLogger("gracerun")
+from gracerun.core.tuples import NamedTuple
 
 # After the SIGKILL, wait this long for the kernel to finish the tree before
 # giving up on processes stuck in uninterruptible sleep.
@@ -159,7 +157,7 @@ class Supervisor:
         held), so its exit cannot be collected before the watch exists."""
         self.reaper.watch(pid, self._service_exited)
         self.service.pid = pid
-        event(logging.DEBUG, "started service", pid=pid, argv=" ".join(argv))
+        event(DEBUG, "started service", pid=pid, argv=" ".join(argv))
 
     def begin(self) -> None:
         """The service runs: start the start-up sequence, or be READY at once."""
@@ -198,7 +196,7 @@ class Supervisor:
             # The service's group may be orphaned (a service that called setsid
             # leaves gracerun's session): the kernel drops these three for it.
             self.service.signal(signal.SIGSTOP)
-            event(logging.DEBUG, "forwarded signal", signal=signals.name(signum),
+            event(DEBUG, "forwarded signal", signal=signals.name(signum),
                   sent="SIGSTOP", group=True)
         else:
             self.forward(signum)
@@ -220,9 +218,9 @@ class Supervisor:
         if os.getpid() == 1:
             # The kernel ignores SIGSTOP sent to a namespace's init from inside
             # it: as PID 1 gracerun forwards but cannot stop (nor can dumb-init).
-            event(logging.DEBUG, "not stopping: PID 1 cannot stop itself", reason=reason)
+            event(DEBUG, "not stopping: PID 1 cannot stop itself", reason=reason)
             return
-        event(logging.DEBUG, "stopping for job control", reason=reason)
+        event(DEBUG, "stopping for job control", reason=reason)
         self._suspended = True
         os.kill(os.getpid(), signal.SIGSTOP)
 
@@ -251,10 +249,10 @@ class Supervisor:
         if self.trigger is not None and self.trigger.prestop and self._trigger_signals == 1:
             # Kubernetes sends SIGTERM after the preStop hook we are serving:
             # the same shutdown, so neither restart nor cut it, nor forward it.
-            event(logging.INFO, "absorbed stop signal after preStop",
+            event(INFO, "absorbed stop signal after preStop",
                   signal=signals.name(signum))
         elif not lifecycle.stopping:
-            event(logging.WARNING, "second stop signal: skipping to the stop phase",
+            event(WARNING, "second stop signal: skipping to the stop phase",
                   signal=signals.name(signum))
             self.begin_stop("second signal")
         else:
@@ -264,15 +262,15 @@ class Supervisor:
         """Send signum (rewritten per -r) to the service, or its group with -g."""
         target = self.cfg.signals.rewrite.get(signum, signum)
         if target == 0:
-            event(logging.DEBUG, "dropped signal", signal=signals.name(signum))
+            event(DEBUG, "dropped signal", signal=signals.name(signum))
             return
         if not self.service.signal(target):
-            event(logging.DEBUG, "not forwarded: the service is gone",
+            event(DEBUG, "not forwarded: the service is gone",
                   signal=signals.name(signum))
             return
         for observer in self.on_forward:
             observer(target)
-        event(logging.DEBUG, "forwarded signal", signal=signals.name(signum),
+        event(DEBUG, "forwarded signal", signal=signals.name(signum),
               sent=signals.name(target), group=self.cfg.signals.group)
 
     # ------------------------------------------------------------ shutdown
@@ -280,7 +278,7 @@ class Supervisor:
     @property
     def _phase_level(self) -> int:
         """Shutdown narration is info with a pipeline, debug (-v) for a bare wrapper."""
-        return logging.INFO if self.prestop is not None else logging.DEBUG
+        return INFO if self.prestop is not None else DEBUG
 
     def begin_shutdown(self, trigger: str, signum: int | None = None,
                        from_prestop: bool = False) -> None:
@@ -312,7 +310,7 @@ class Supervisor:
         if self.service.running:
             if self.stop_signal:
                 self.service.signal(self.stop_signal)
-                event(logging.DEBUG, "sent stop signal", signal=signals.name(self.stop_signal))
+                event(DEBUG, "sent stop signal", signal=signals.name(self.stop_signal))
                 # A stopped service (Ctrl-Z stops its whole group) would sit on
                 # the signal until SIGKILL: continue what is stopped in its group.
                 self.processes.continue_stopped(self.service.pid)
@@ -372,13 +370,13 @@ class Supervisor:
             self.prestop.cancel()
         self.lifecycle.enter(State.KILL, reason)
         killed = self.processes.kill_all(self.service.pid if self.service.running else None)
-        event(logging.WARNING, f"{reason}: SIGKILL sent to the whole tree",
+        event(WARNING, f"{reason}: SIGKILL sent to the whole tree",
               budget=self.cfg.shutdown.budget, processes=killed)
         self._settle_timer = self.loop.call_later(_KILL_SETTLE_SECONDS, self._give_up)
         self._check_tree_gone()
 
     def _give_up(self) -> None:
-        event(logging.ERROR, "processes survived SIGKILL (uninterruptible sleep?); exiting")
+        event(ERROR, "processes survived SIGKILL (uninterruptible sleep?); exiting")
         if self.service.exit_code is None:
             self.service.exit_code = 128 + signal.SIGKILL
         self._finish()
@@ -393,7 +391,7 @@ class Supervisor:
 
     def _service_exited(self, pid: int, code: int) -> None:
         self.service.exit_code = code
-        event(logging.DEBUG, "service exited", pid=pid, code=code)
+        event(DEBUG, "service exited", pid=pid, code=code)
         for observer in self.on_service_exit:
             observer(code)
         if not self.lifecycle.shutting_down:
@@ -427,7 +425,7 @@ class Supervisor:
             try:
                 callback(self.timeline)
             except Exception as exc:  # never lose the exit code to a reporting failure
-                event(logging.ERROR, "end-of-shutdown action failed", error=repr(exc))
+                event(ERROR, "end-of-shutdown action failed", error=repr(exc))
         self.loop.stop()
 
 
@@ -452,7 +450,7 @@ def configure_process(cfg: Config) -> None:
         try:
             linux.become_subreaper()
         except (OSError, AttributeError) as exc:
-            event(logging.WARNING, "cannot become a child subreaper; orphans of the service "
+            event(WARNING, "cannot become a child subreaper; orphans of the service "
                   "will not be reaped by gracerun", error=str(exc))
     if cfg.process.pdeathsig:
         linux.set_parent_death_signal(cfg.process.pdeathsig)

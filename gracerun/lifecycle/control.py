@@ -30,7 +30,6 @@ Who may stop the service: gracerun's own user and root, nobody else.
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import socket
 import stat
@@ -40,7 +39,7 @@ from typing import Any
 
 from gracerun.config.load import default_control_socket
 from gracerun.core.lifecycle import Event, State, Transition
-from gracerun.core.log import event
+from gracerun.core.log import INFO, WARNING, event
 from gracerun.core.supervisor import Supervisor
 from gracerun.errors import GracerunError, UsageError
 from gracerun.observe import files
@@ -195,7 +194,7 @@ class ControlServer:
             except OSError as exc:
                 # Out of descriptors (EMFILE/ENFILE) or similar: stop listening
                 # for a second instead of spinning on a readable socket.
-                event(logging.WARNING, "control socket: cannot accept; pausing",
+                event(WARNING, "control socket: cannot accept; pausing",
                       error=exc.strerror or str(exc))
                 self.sup.loop.remove_reader(self._sock.fileno())
                 self.sup.loop.call_later(_ACCEPT_PAUSE, self._resume)
@@ -235,14 +234,14 @@ class ControlServer:
         if client.uid not in files.trusted_uids():
             # Only gracerun's own user and root may stop the service.  The request
             # is read first, so the client hears why instead of a broken pipe.
-            event(logging.WARNING, "control socket: refused a client of another user",
+            event(WARNING, "control socket: refused a client of another user",
                   uid=client.uid, pid=client.pid)
             self._finish(client, b"error permission denied\n")
             return
         if command != b"prestop":
             self._finish(client, b"error unknown command\n")
             return
-        event(logging.INFO, "preStop hook received")
+        event(INFO, "preStop hook received")
         self.sup.begin_shutdown("preStop hook", from_prestop=True)
         if self.sup.lifecycle.stopping:
             self._finish(client, b"stopping\n")

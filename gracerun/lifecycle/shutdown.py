@@ -22,13 +22,12 @@ Each phase is logged and timed through the timeline; each ends for a reason:
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Awaitable, Callable
 
 from gracerun.config.kinds import Hook
 from gracerun.config.plan import DrainConfig, HookPhase, PropagateConfig
 from gracerun.core.lifecycle import State
-from gracerun.core.log import event
+from gracerun.core.log import ERROR, INFO, WARNING, event
 from gracerun.core.supervisor import Supervisor
 from gracerun.core.timeline import HookRecord
 from gracerun.errors import GracerunError
@@ -117,7 +116,7 @@ class Pipeline:
         except _SkipToStop as exc:
             self._reason = str(exc)
         except Exception as exc:  # a bug must not keep the service from its stop signal
-            event(logging.ERROR, "pre-stop pipeline failed; going to the stop phase",
+            event(ERROR, "pre-stop pipeline failed; going to the stop phase",
                   error=f"{type(exc).__name__}: {exc}")
             self._reason = "pipeline error"
         # 5. Stop: the supervisor sends the stop signal and waits for the tree.
@@ -182,7 +181,7 @@ class Pipeline:
         self.lifecycle.hook(HookRecord(phase=phase, name=hook.name, kind=hook.kind,
                                        start=started - (timeline.started_at or started),
                                        duration=duration, outcome=outcome, detail=detail))
-        level = logging.INFO if outcome == "ok" else logging.WARNING
+        level = INFO if outcome == "ok" else WARNING
         event(level, "hook", phase=phase, hook=hook.name, kind=hook.kind, outcome=outcome,
               duration=duration, detail=detail)
         return outcome
@@ -222,7 +221,7 @@ class Pipeline:
         for _ in range(_MAX_POLLS):
             value, error = await _read(counter.read, hard_end)
             if error and not warned:
-                event(logging.WARNING, "propagate probe failed; counting it as traffic",
+                event(WARNING, "propagate probe failed; counting it as traffic",
                       error=error)
                 warned = True
             now = loop.time()
@@ -256,7 +255,7 @@ class Pipeline:
             if noticed_at is None:
                 answer, error = await _read_bool(check, hard_end)
                 if error and not warned:
-                    event(logging.WARNING, "propagate probe failed; retrying", error=error)
+                    event(WARNING, "propagate probe failed; retrying", error=error)
                     warned = True
                 if answer:
                     noticed_at = loop.time()
@@ -291,7 +290,7 @@ class Pipeline:
             readings = await asyncio.gather(*(_read(r.read, end) for r in readers))
             errors = [error for _, error in readings if error]
             if errors and not warned:
-                event(logging.WARNING, "drain probe failed; retrying", error=errors[0])
+                event(WARNING, "drain probe failed; retrying", error=errors[0])
                 warned = True
             values = [v for v, _ in readings]
             value = None if any(v is None for v in values) else \

@@ -33,12 +33,11 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from gracerun.core.lifecycle import State
-from gracerun.core.log import event
+from gracerun.core.log import ERROR, INFO, WARNING, event
 from gracerun.core.timeline import HookRecord
 from gracerun.errors import GracerunError
 from gracerun.lifecycle.hooks import KINDS, HookTimedOut, runner
@@ -116,7 +115,7 @@ class Startup:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug must not keep the service out of rotation
-            event(logging.ERROR, "start-up sequence failed; the service is ready anyway",
+            event(ERROR, "start-up sequence failed; the service is ready anyway",
                   error=f"{type(exc).__name__}: {exc}")
             reason = "start-up error"
         # 3. Ready: /ready answers 200 from now on.
@@ -155,7 +154,7 @@ class Startup:
             self.lifecycle.note(failed=names)
             if self.cfg.on_failure != "not-ready":
                 return "hook failed"
-            event(logging.WARNING, "start-up hooks failed; not ready, retrying",
+            event(WARNING, "start-up hooks failed; not ready, retrying",
                   hooks=names, retry_in=self.cfg.retry_interval)
             await asyncio.sleep(self.cfg.retry_interval)
             pending = failed
@@ -188,7 +187,7 @@ class Startup:
         self.lifecycle.hook(HookRecord(phase=phase, name=hook.name, kind=hook.kind,
                                        start=started - timeline.run_started_at,
                                        duration=duration, outcome=outcome, detail=detail))
-        level = logging.INFO if outcome == "ok" else logging.WARNING
+        level = INFO if outcome == "ok" else WARNING
         event(level, "hook", phase=phase, hook=hook.name, kind=hook.kind,
               direction="restore" if restoring else "run", outcome=outcome,
               duration=duration, detail=detail)

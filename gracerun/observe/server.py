@@ -34,13 +34,12 @@ at the shutdown's trigger, before any phase (and so before any signal) runs.
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import re
 from typing import TYPE_CHECKING, Any
 
 from gracerun.core.lifecycle import State
-from gracerun.core.log import event
+from gracerun.core.log import DEBUG, WARNING, event
 from gracerun.errors import UsageError
 
 if TYPE_CHECKING:
@@ -115,7 +114,7 @@ class Server:
             else:
                 reason = exc.strerror or str(exc)
             raise UsageError(f"server.listen: cannot listen on {listen}: {reason}") from None
-        event(logging.DEBUG, "serving /metrics, /ready, /live", listen=listen)
+        event(DEBUG, "serving /metrics, /ready, /live", listen=listen)
 
     def close(self) -> None:
         """Stop listening and drop open connections (called last, as gracerun exits)."""
@@ -152,7 +151,7 @@ class Server:
         try:
             body = encoder(self.registry)
         except Exception as exc:  # a collector bug must not take the endpoint down
-            event(logging.WARNING, "cannot render metrics", error=repr(exc))
+            event(WARNING, "cannot render metrics", error=repr(exc))
             return _response(method, 500, b"cannot render metrics\n")
         return _response(method, 200, body, content_type)
 

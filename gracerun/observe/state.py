@@ -28,14 +28,13 @@ never answers nor a server that trickles its reply can hold the exit.
 from __future__ import annotations
 
 import json
-import logging
 import math
 import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from gracerun import __version__
-from gracerun.core.log import event
+from gracerun.core.log import DEBUG, WARNING, event
 from gracerun.observe import files, redact
 
 if TYPE_CHECKING:
@@ -249,7 +248,7 @@ def read_previous(path: str) -> dict[str, Any] | None:
     except FileNotFoundError:
         return None
     except Exception as exc:  # OSError, StateFileError, or a bug: never a failed start
-        event(logging.WARNING, "ignoring the previous state file", path=redact.text(path),
+        event(WARNING, "ignoring the previous state file", path=redact.text(path),
               error=_one_line(exc))
         return None
 
@@ -259,7 +258,7 @@ def save(path: str, timeline: Timeline, service_exit_code: int | None) -> None:
     try:
         write(path, record(timeline, service_exit_code))
     except OSError as exc:
-        event(logging.WARNING, "cannot write the state file", path=redact.text(path),
+        event(WARNING, "cannot write the state file", path=redact.text(path),
               error=_one_line(exc))
 
 
@@ -275,7 +274,7 @@ def write_textfile(path: str, registry: CollectorRegistry) -> None:
     try:
         files.write_atomic(path, generate_latest(registry), 0o666 & ~umask)
     except OSError as exc:
-        event(logging.WARNING, "cannot write the metrics textfile", path=redact.text(path),
+        event(WARNING, "cannot write the metrics textfile", path=redact.text(path),
               error=_one_line(exc))
 
 
@@ -319,10 +318,10 @@ def push(cfg: PushgatewayConfig, registry: CollectorRegistry, remaining: float) 
         if failure:
             raise failure[0]
     except Exception as exc:  # urllib raises OSError, HTTPError, ValueError, ...
-        event(logging.WARNING, "cannot push metrics to the Pushgateway", url=where,
+        event(WARNING, "cannot push metrics to the Pushgateway", url=where,
               error=_one_line(exc))
     else:
-        event(logging.DEBUG, "pushed metrics to the Pushgateway", url=where, job=cfg.job)
+        event(DEBUG, "pushed metrics to the Pushgateway", url=where, job=cfg.job)
 
 
 def push_timeout(configured: float, remaining: float) -> float:

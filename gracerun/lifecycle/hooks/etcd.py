@@ -38,14 +38,13 @@ keep_alive() grants a new lease and puts the key again once etcd answers.
 
 from __future__ import annotations
 
-import logging
 import math
 from typing import TYPE_CHECKING, Any
 
 from gracerun.clients import etcd
 from gracerun.config import strings, values
 from gracerun.config.kinds import Hook, opt
-from gracerun.core.log import event
+from gracerun.core.log import INFO, WARNING, event
 from gracerun.lifecycle.hooks import HookFailed, HookTimedOut
 
 if TYPE_CHECKING:
@@ -214,7 +213,7 @@ async def keep_alive(hook: EtcdHook, service: Service,
         return
     problems = validate(hook)
     if problems:
-        event(logging.WARNING, "etcd keep-alive not started", hook=hook.name,
+        event(WARNING, "etcd keep-alive not started", hook=hook.name,
               error=problems[0])
         return
     reg = registration(hook)
@@ -241,13 +240,13 @@ async def keep_alive(hook: EtcdHook, service: Service,
                 await _register(hook, reg, value, bound)
         except etcd.EtcdError as exc:
             if not failing:
-                event(logging.WARNING, "etcd keep-alive failed", hook=hook.name,
+                event(WARNING, "etcd keep-alive failed", hook=hook.name,
                       error=str(exc))
             failing = True
             delay = min(_interval(hook, reg), _RETRY)
             continue
         if failing or note:
-            event(logging.WARNING if note else logging.INFO,
+            event(WARNING if note else INFO,
                   f"etcd keep-alive: {note or 'renewing again'}", hook=hook.name,
                   key=hook.key, lease=f"{reg.lease:x}")
         failing = False

@@ -7,11 +7,10 @@ from a waitpid of our own.  On timeout or cancellation its whole group is killed
 
 from __future__ import annotations
 
-import logging
 import os
 
 from gracerun.config.kinds import ExecHook
-from gracerun.core.log import event
+from gracerun.core.log import INFO, event
 from gracerun.core.service import Service
 from gracerun.core.spawn import Child, Redirect
 from gracerun.lifecycle.hooks import HookFailed
@@ -41,12 +40,12 @@ async def _pump_output(fd: int, hook_name: str) -> None:
             if not line:
                 return
             text = redact.scrub(line[:_MAX_LINE].decode(errors="replace").rstrip())
-            event(logging.INFO, "hook output", hook=hook_name, line=text)
+            event(INFO, "hook output", hook=hook_name, line=text)
         while chunk := await reader.read(65536):  # ends at EOF; cancelled at hook end
             dropped += chunk.count(b"\n")
     finally:
         if dropped:
-            event(logging.INFO, "hook output truncated", hook=hook_name, lines_dropped=dropped)
+            event(INFO, "hook output truncated", hook=hook_name, lines_dropped=dropped)
         transport.close()
 
 
