@@ -37,7 +37,7 @@ Each optional part is imported only when configured, so a bare
 
 from __future__ import annotations
 
-import logging
+import gc
 import os
 import signal
 from collections.abc import Sequence
@@ -45,13 +45,13 @@ from typing import TYPE_CHECKING, Any
 
 from gracerun.config.load import Config
 from gracerun.core import signals
-from gracerun.core.log import event
+from gracerun.core.log import WARNING, event
 from gracerun.core.reaper import Reaper
 from gracerun.core.supervisor import Supervisor, configure_process, spawn_service
 from gracerun.errors import GracerunError, UsageError
 
 if TYPE_CHECKING:
-    import socket
+    import _socket
 
 
 def run(cfg: Config, argv: Sequence[str]) -> int:
@@ -60,11 +60,15 @@ def run(cfg: Config, argv: Sequence[str]) -> int:
     listener = _claim_endpoint(cfg.server.listen) if cfg.server.listen is not None else None
     early = pending_trigger(cfg.shutdown.triggers)
     if early is not None:
-        event(logging.WARNING, "stop signal before the service started: not starting it",
+        event(WARNING, "stop signal before the service started: not starting it",
               signal=signals.name(early), exit_code=128 + early)
         return 128 + early
     signals.start_taking()  # before the spawn: a task limit fails the spawn, not this
     pid = spawn_service(argv)
+    # cli.main() turned the cyclic GC off for the path to the spawn; from here on
+    # it runs as usual (left off through the imports below, it would let their
+    # garbage fragment ~0.2 MB more of the heap for good).
+    gc.enable()
 
     from gracerun.core.loop import new_loop
 
@@ -112,14 +116,16 @@ def _abandon(pid: int) -> None:
         pass
 
 
-def _claim_endpoint(listen: str) -> socket.socket:
-    """Bind and listen on server.listen with the plain socket module, before the
+def _claim_endpoint(listen: str) -> _socket.socket:
+    """Bind and listen on server.listen with the C `_socket` module, before the
     spawn and without asyncio; the endpoint serves on it once the loop exists.
+    (`socket` itself, with selectors and its enums, costs about 3 ms before the
+    spawn; `_wire` makes a `socket.socket` of it afterwards.)
 
     ":PORT" (every address) is one dual-stack IPv6 socket where the machine has
     IPv6, else 0.0.0.0.  Raises UsageError naming the address and the reason.
     """
-    import socket
+    import _socket
 
     host, _, port_text = listen.rpartition(":")
     if host.startswith("[") and host.endswith("]"):
@@ -130,23 +136,22 @@ def _claim_endpoint(listen: str) -> socket.socket:
             # An ASCII name as bytes: a str goes through the idna codec (encodings.idna,
             # stringprep, unicodedata: ~1.5 ms before the spawn) even for "127.0.0.1".
             name: str | bytes = host.encode("ascii") if host.isascii() else host
-            family, kind, proto, _, address = socket.getaddrinfo(
-                name, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
-            sock = socket.socket(family, kind, proto)
+            family, kind, proto, _, address = _socket.getaddrinfo(
+                name, port, type=_socket.SOCK_STREAM, flags=_socket.AI_PASSIVE)[0]
+            sock = _socket.socket(family, kind, proto)
         else:
             try:
-                family, address = socket.AF_INET6, ("::", port)
-                sock = socket.socket(family, socket.SOCK_STREAM)
+                family, address = _socket.AF_INET6, ("::", port)
+                sock = _socket.socket(family, _socket.SOCK_STREAM)
             except OSError:  # no IPv6 here
-                family, address = socket.AF_INET, ("", port)
-                sock = socket.socket(family, socket.SOCK_STREAM)
+                family, address = _socket.AF_INET, ("", port)
+                sock = _socket.socket(family, _socket.SOCK_STREAM)
     except OSError as exc:
         raise UsageError(f"server.listen: cannot listen on {listen}: {_reason(exc)}") from None
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if family == socket.AF_INET6 and not host:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        sock.set_inheritable(False)
+        sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEADDR, 1)
+        if family == _socket.AF_INET6 and not host:
+            sock.setsockopt(_socket.IPPROTO_IPV6, _socket.IPV6_V6ONLY, 0)
         sock.bind(address)
         sock.listen(100)
         sock.setblocking(False)
@@ -168,11 +173,15 @@ def _wire(sup: Supervisor, listener: Any = None) -> None:
     cfg = sup.cfg
     problem = cfg.budget_problem()
     if problem:
-        event(logging.WARNING, problem)
+        event(WARNING, problem)
     from gracerun import observe
 
     # metrics, endpoint (on the socket bound before the spawn), state file:
     # imports only what is configured
+    if listener is not None:
+        import socket
+
+        listener = socket.socket(fileno=listener.detach())
     observe.setup(sup, listener)
     if cfg.has_pipeline:
         from gracerun.lifecycle.shutdown import Pipeline
@@ -195,4 +204,4 @@ def _wire(sup: Supervisor, listener: Any = None) -> None:
         if cfg.control.socket:  # asked for explicitly: a start-up error
             raise
         # The implicit PID-1 default must never keep the service from starting.
-        event(logging.WARNING, "no control socket for 'gracerun prestop'", error=str(exc))
+        event(WARNING, "no control socket for 'gracerun prestop'", error=str(exc))

@@ -7,8 +7,8 @@ stays.  gracerun needs some of these for itself (an fd 0-2 to log to, a
 higher priority), so it records them here first and spawn.py gives the
 service back the recorded state (signals.py does the same for signals).
 
-prctl(2) needs ctypes, imported only when one of those is needed (not PID 1,
-or -p).
+prctl(2) goes through _ctypes, loaded only when one of those is needed (not
+PID 1, or -p).
 """
 
 from __future__ import annotations
@@ -80,6 +80,25 @@ def inherited_nice() -> int | None:
 
 
 def _prctl(option: int, arg: int) -> None:
+    """prctl(option, arg, 0, 0, 0), or OSError.
+
+    Through `_ctypes`, the C half of ctypes, when it has call_function (CPython
+    3.11-3.13 do): `import ctypes` builds its whole type system, 1.6 ms and
+    190 kB more before the spawn, for this one call.  The C call leaves no
+    errno behind, so a failure is repeated through ctypes for the reason (both
+    options are idempotent).
+    """
+    try:
+        import _ctypes
+
+        call = _ctypes.call_function
+        this = _ctypes.dlopen(None, os.RTLD_NOW)  # type: ignore[arg-type]  # None: the process
+        function = _ctypes.dlsym(this, "prctl")
+    except (ImportError, AttributeError, OSError):
+        pass
+    else:
+        if call(function, (option, arg, 0, 0, 0)) == 0:
+            return
     import ctypes
 
     libc = ctypes.CDLL(None, use_errno=True)
