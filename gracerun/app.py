@@ -6,13 +6,13 @@
     a trigger already?        then the service is not started: exit 128+N
     start taking signals      the thread that takes them, before the service exists
     spawn the service         as early as possible (see below)
-    choose the loop           MiniLoop, or uvloop when something needs asyncio
+    choose the loop           MiniLoop, or asyncio's when something needs it
     wire the options          pipeline, metrics/endpoint/state file, control socket
     install the signal inbox  takes what was held since cli.main() began
     run the loop              until the lifecycle reaches DONE
     exit with its code
 
-Why spawn before the loop.  Importing asyncio, uvloop and prometheus-client
+Why spawn before the loop.  Importing asyncio and prometheus-client
 takes 60-130 ms, and the service used to wait for all of it: 186 ms from
 gracerun's exec to the service's first instruction with a full configuration.
 Everything that can refuse the run (the configuration, the endpoint's port)
@@ -72,7 +72,7 @@ def run(cfg: Config, argv: Sequence[str]) -> int:
 
     from gracerun.core.loop import new_loop
 
-    loop = new_loop(cfg.needs_asyncio)
+    loop = new_loop(cfg.needs_asyncio, cfg.process.event_loop)
     if cfg.needs_asyncio:
         import asyncio
 

@@ -27,9 +27,9 @@ def loop_args(tmp_path: Path, loop: str) -> tuple[list[str], list[str]]:
     if loop == "mini":
         return [], []
     config = tmp_path / "loop.toml"
-    config.write_text('[shutdown.propagate]\nsleep = "0s"\n')  # any pipeline needs asyncio
-    prefix = ["env", "GRACERUN_LOOP=asyncio"] if loop == "asyncio" else []
-    return prefix, ["--config", str(config)]
+    # any pipeline needs asyncio
+    config.write_text(f'[process]\nevent_loop = "{loop}"\n[shutdown.propagate]\nsleep = "0s"\n')
+    return [], ["--config", str(config)]
 
 
 def start_chain(launcher: Launcher, mode: str, argv: Sequence[str],

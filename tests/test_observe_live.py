@@ -203,8 +203,8 @@ def start(launcher: Launcher, tmp_path: Path) -> Callable[..., Run]:
         record = tmp_path / f"record{count}"
         cmd = [PY, str(script), str(record), f"http://127.0.0.1:{port}/ready", str(code),
                *flags]
-        argv = gracerun("--config", str(config), cmd=cmd)
-        proc = launcher.start([*wrap, "env", f"GRACERUN_LOOP={loop}", *argv])
+        argv = gracerun("--config", str(config), "--event-loop", loop, cmd=cmd)
+        proc = launcher.start([*wrap, *argv])
         result = Run(proc, port, record, tmp_path)
         if wait_ready:
             proc.expect("^ready$")

@@ -27,8 +27,7 @@ LOOPS = ["uvloop", "asyncio"]
 
 def run(loop_kind: str, coro: Callable[[], Coroutine[Any, Any, Any]],
         monkeypatch: pytest.MonkeyPatch) -> Any:
-    monkeypatch.setenv("GRACERUN_LOOP", loop_kind)
-    loop = new_loop(True)
+    loop = new_loop(True, loop_kind)
     try:
         return loop.run_until_complete(coro())
     finally:

@@ -59,6 +59,7 @@ class SignalsConfig(NamedTuple):
 class ProcessConfig(NamedTuple):
     subreaper: bool = default("process.subreaper")
     pdeathsig: int | None = default("process.pdeathsig")
+    event_loop: str = default("process.event_loop")
     success_codes: frozenset[int] = default("process.success_codes")  # reported as 0
 
 

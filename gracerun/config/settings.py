@@ -210,6 +210,14 @@ SETTINGS: tuple[Setting, ...] = (
             parse=values.boolean, default=False,
             help="register as a child subreaper (`PR_SET_CHILD_SUBREAPER`) even as PID 1; "
                  "it is automatic when gracerun is not PID 1"),
+    Setting("process.event_loop", flags=("--event-loop",), metavar="LOOP",
+            parse=values.Choice("asyncio", "uvloop"), default="asyncio",
+            help="the event loop when the configuration needs asyncio (hooks, probes, the "
+                 "endpoint, a Pushgateway): `asyncio` (the standard loop) or `uvloop`",
+            more="uvloop must be installed (`pip install gracerun[uvloop]`); when it is not, "
+                 "the standard loop runs and a warning says so. It is not faster for "
+                 "gracerun's few connections and costs about 2.3 MB more memory "
+                 "(docs/benchmarks.md). A run without any of those uses neither."),
     Setting("process.pdeathsig", flags=("-p", "--pdeathsig"), metavar="SIGNAL",
             parse=values.signal_number,
             help="the signal gracerun receives when its parent dies, e.g. SIGKILL (tini `-p`)"),

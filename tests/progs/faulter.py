@@ -56,7 +56,7 @@ def main() -> None:
     kind, loop_kind = sys.argv[1], sys.argv[2]
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # the faults must not leave core files
     signals.hold()
-    loop = new_loop(loop_kind != "mini")
+    loop = new_loop(loop_kind != "mini", loop_kind)
 
     def dispatch(signum: int) -> None:
         os.write(1, f"dispatched {signum}\n".encode())
