@@ -3,14 +3,19 @@
     python bench/rss.py --gracerun EXE [--gracerun-before EXE] [--config FILE] [--runs N]
 
 Rows: "floor" is the same interpreter as EXE with asyncio, uvloop and
-prometheus-client imported, sleeping; "gracerun, config" is
+prometheus-client imported, sleeping (issue 10's definition); "floor without
+uvloop" the same without uvloop, which gracerun no longer loads unless
+process.event_loop = "uvloop" (the libraries a default run with a configuration
+actually loads); "gracerun, config" is
 `EXE --config FILE -- sleep 1000` (default FILE: bench/full.toml, a hook, a drain
 probe and the HTTP endpoint); "gracerun, no config" is `EXE -- sleep 1000`; with
 --gracerun-before, the same two for another install.  Each process is read one
 second after it started (VmRSS and RssAnon of /proc/PID/status: the idle figure,
 once start-up is over), then ended.  Runs are interleaved; medians in MB.
-Not as PID 1: gracerun loads ctypes to become a subreaper when it is not (bench.py's
-"rss as PID 1" row has the container's figure).
+"gracerun, config, --event-loop uvloop" is the configured run on uvloop (needs
+uvloop in EXE's environment).  Not as PID 1: gracerun loads _ctypes to become a
+subreaper when it is not (bench.py's "rss as PID 1" row has the container's
+figure).
 """
 
 from __future__ import annotations
@@ -24,6 +29,9 @@ import sys
 import time
 
 FLOOR = "import asyncio, uvloop, prometheus_client, time; time.sleep(1000)"
+FLOOR_NO_UVLOOP = "import asyncio, prometheus_client, time; time.sleep(1000)"
+FLOOR_ROW = "floor (asyncio+uvloop+prometheus)"
+FLOOR_NO_UVLOOP_ROW = "floor without uvloop"
 SETTLE = 1.0  # seconds: the measurement is "idle, a second after the start"
 
 
@@ -71,8 +79,11 @@ def main() -> int:
     a = p.parse_args()
     service = ["sleep", "1000"]
     rows: dict[str, list[str]] = {
-        "floor (asyncio+uvloop+prometheus)": [python_of(a.gracerun), "-c", FLOOR],
+        FLOOR_ROW: [python_of(a.gracerun), "-c", FLOOR],
+        FLOOR_NO_UVLOOP_ROW: [python_of(a.gracerun), "-c", FLOOR_NO_UVLOOP],
         "gracerun, config": [a.gracerun, "--config", a.config, "--", *service],
+        "gracerun, config, --event-loop uvloop": [a.gracerun, "--config", a.config,
+                                                  "--event-loop", "uvloop", "--", *service],
         "gracerun, no config": [a.gracerun, "--", *service],
     }
     if a.gracerun_before:
@@ -86,11 +97,14 @@ def main() -> int:
             total, private = measure(argv)
             rss[name].append(total)
             anon[name].append(private)
-    floor = statistics.median(rss["floor (asyncio+uvloop+prometheus)"])
+    floor = statistics.median(rss[FLOOR_ROW])
+    floor_no_uvloop = statistics.median(rss[FLOOR_NO_UVLOOP_ROW])
+    print(f"{'':36s} {'VmRSS':>9s}   vs floor  vs floor without uvloop   RssAnon")
     for name in rows:
         median = statistics.median(rss[name])
-        print(f"{name:36s} VmRSS {median:6.1f} MB ({median / floor - 1:+6.1%} of the floor)"
-              f"   RssAnon {statistics.median(anon[name]):5.1f} MB")
+        print(f"{name:36s} {median:6.1f} MB   {median / floor - 1:+7.1%}   "
+              f"{median / floor_no_uvloop - 1:+7.1%}                 "
+              f"{statistics.median(anon[name]):5.1f} MB")
     return 0
 
 

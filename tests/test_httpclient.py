@@ -416,6 +416,70 @@ def test_parse_url_round_trip(scheme: str, port: int, segments: list[str]) -> No
     )  # fmt: skip
 
 
+def _urlsplit_view(url: str) -> tuple[Any, ...]:
+    """What parse_url reads from urllib.parse.urlsplit, or the ValueError's text."""
+    import urllib.parse
+
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        return ("error", str(exc))
+    userinfo = parts.username is not None or parts.password is not None
+    return (parts.scheme, userinfo, parts.hostname, port, parts.path, parts.query)
+
+
+def _split_view(url: str) -> tuple[Any, ...]:
+    from gracerun.clients.http import _split
+
+    try:
+        return _split(url)
+    except ValueError as exc:
+        return ("error", str(exc))
+
+
+# The characters URLs are made of, weighted toward the ones that split them.
+_PIECES = [*"aZ09+-.:/?#@%_~!$&'()*,;=", "http", "HTTPS", "://", "//", ":80", ":0",
+           ":99999", "@h"]
+_URL_PIECES = st.lists(st.sampled_from(_PIECES), max_size=12).map("".join)
+
+
+@given(st.one_of(
+    _URL_PIECES,
+    st.tuples(st.sampled_from(["http", "https", "HTTP", "ftp", "h+t", "1h", ""]),
+              st.sampled_from(["://", ":", ":/", "//", ""]),
+              _URL_PIECES).map("".join),
+))
+def test_split_agrees_with_urlsplit(url: str) -> None:
+    """parse_url splits ASCII URLs itself (urllib.parse costs ~3 ms before the spawn):
+    on every generated URL, it must read what urlsplit reads, and fail where it fails."""
+    if any(c <= " " or c == "\x7f" for c in url):
+        return  # parse_url refuses these before splitting
+    assert _split_view(url) == _urlsplit_view(url)
+
+
+@pytest.mark.parametrize("url", [
+    "http://a%tESt/", "HtTp://H:8/p?q#f", "http://u@h:1", "http://h:/", "http://h:+1/",
+    "http:h", "http:/h", "x://y", "1http://h", "http://h?x#y?z", "http://h#x?y", "http://:80",
+    "http://[::1]:8080/", "http://[fe80::1%eth0]/", "http://bücher/",
+])
+def test_split_agrees_with_urlsplit_on_edges(url: str) -> None:
+    assert _split_view(url) == _urlsplit_view(url)
+
+
+def test_validating_a_url_does_not_import_urllib_parse() -> None:
+    """The reason for _split: urllib.parse (and ipaddress) stay off the path to the spawn."""
+    code = ("import sys; from gracerun.clients.http import parse_url; "
+            "parse_url('http://127.0.0.1:9/deregister?x=1'); "
+            "print(sorted({'urllib.parse', 'ipaddress'} & set(sys.modules)))")
+    # -S, with the checkout on PYTHONPATH: an editable install's import hook (site)
+    # imports pathlib, and with it urllib.parse, before any of gracerun's code runs.
+    repo = str(Path(__file__).resolve().parent.parent)
+    out = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True,
+                         check=True, env={"PYTHONPATH": repo, "PATH": "/usr/bin:/bin"}).stdout
+    assert out.strip() == "[]"
+
+
 @pytest.mark.parametrize(
     ("method", "headers", "message"),
     [

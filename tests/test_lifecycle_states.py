@@ -404,14 +404,21 @@ def test_the_core_never_imports_asyncio() -> None:
 
 def test_validating_a_full_config_does_not_import_asyncio() -> None:
     """The config is validated before the service is spawned: asyncio (tens of ms),
-    dataclasses and inspect (config/record.py replaces them) and argparse must load only
-    after the spawn, if at all.  bench/full.toml has a hook, a probe and the endpoint;
-    loading every registered kind must not pull in asyncio either."""
-    code = ("import sys; from gracerun.config import load, plan; "
-            "load.load('bench/full.toml'); "
-            "print(sorted({'asyncio', 'dataclasses', 'inspect', 'argparse'} & set(sys.modules)));"
-            "list(plan.HOOKS.values()); list(plan.PROBES.values()); "
-            "print('asyncio' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, timeout=30, cwd=Path(__file__).resolve().parents[1])
+    dataclasses and inspect (config/record.py replaces them), argparse, logging and
+    threading (core/log.py), socket, ctypes and urllib.parse with ipaddress
+    (clients/http.py's _split) must load only after the spawn, if at all.
+    bench/full.toml has a hook, a probe and the endpoint; loading every registered
+    kind must not pull in asyncio either.  Run with -S: an editable install's import
+    hook (site) imports pathlib and urllib.parse before gracerun's code runs."""
+    slow = ("asyncio", "dataclasses", "inspect", "argparse", "logging", "threading", "socket",
+            "ctypes", "urllib.parse", "ipaddress")
+    code = (f"import sys; from gracerun.config import load, plan; "
+            f"load.load('bench/full.toml'); "
+            f"print(sorted(set({slow!r}) & set(sys.modules)));"
+            f"list(plan.HOOKS.values()); list(plan.PROBES.values()); "
+            f"print('asyncio' in sys.modules)")
+    repo = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True,
+                         check=True, timeout=30, cwd=repo,
+                         env={"PYTHONPATH": str(repo), "PATH": "/usr/bin:/bin"})
     assert out.stdout.split("\n")[:2] == ["[]", "False"], out.stdout + out.stderr

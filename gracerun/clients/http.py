@@ -9,9 +9,10 @@ sequence wants, and keeps this module short enough to read.
 URLs in messages are redacted (observe/redact.py: no userinfo, query or fragment), and the
 reason phrase of a response is escaped, since both end up in logs and the state file.
 
-Only ``urllib.parse`` is imported at the top, asyncio only when a
-request is made: the config's validation imports this module (parse_url) before the
-service is spawned, and gracerun's start-up time is the service's start-up time.
+Nothing slow is imported at the top (asyncio only when a request is made, urllib.parse
+only for the URLs _split() leaves to it): the config's validation imports this module
+(parse_url) before the service is spawned, and gracerun's start-up time is the
+service's start-up time.
 ``ssl`` is imported, and the default context (which loads the CA store) built, on the first
 https request.
 """
@@ -19,7 +20,6 @@ https request.
 from __future__ import annotations
 
 import os
-import urllib.parse
 from collections.abc import Mapping  # already loaded by the interpreter itself
 from typing import TYPE_CHECKING
 
@@ -116,19 +116,16 @@ def parse_url(url: str) -> tuple[str, str, int, str]:
     if any(c <= " " or c == "\x7f" for c in url):
         raise HttpError(f"bad URL '{_redact(url)}': contains whitespace or control characters")
     try:
-        parts = urllib.parse.urlsplit(url)
-        port = parts.port
+        scheme, userinfo, host, port, path, query = _split(url)
     except ValueError as exc:  # "Invalid IPv6 URL", "Port out of range 0-65535", ...
         raise HttpError(f"bad URL '{_redact(url)}': {exc}") from None
-    scheme = parts.scheme
     if scheme not in _DEFAULT_PORTS:
         raise HttpError(f"bad URL '{_redact(url)}': scheme must be http or https")
-    if parts.username is not None or parts.password is not None:
+    if userinfo:
         raise HttpError(
             f"bad URL '{_redact(url)}': credentials in URLs are not supported,"
             " use an Authorization header"
         )
-    host = parts.hostname
     if not host:
         raise HttpError(f"bad URL '{_redact(url)}': no host")
     if port is None:
@@ -140,10 +137,68 @@ def parse_url(url: str) -> tuple[str, str, int, str]:
             host = host.encode("idna").decode("ascii")
         except UnicodeError as exc:
             raise HttpError(f"bad URL '{_redact(url)}': bad host name: {exc}") from None
-    target = urllib.parse.quote(parts.path or "/", safe=_PRINTABLE_ASCII)
-    if parts.query:
-        target += "?" + urllib.parse.quote(parts.query, safe=_PRINTABLE_ASCII)
+    target = _quote(path or "/")
+    if query:
+        target += "?" + _quote(query)
     return scheme, host, port, target
+
+
+# urllib.parse's scheme_chars.
+_SCHEME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+-.")
+
+
+def _split(url: str) -> tuple[str, bool, str | None, int | None, str, str]:
+    """(scheme, has userinfo, hostname, port, path, query) exactly as
+    ``urllib.parse.urlsplit(url)`` and its ``username``/``password``, ``hostname`` and
+    ``port`` give them, raising ValueError where they do.  `url` has no whitespace or
+    control characters (parse_url refused those).
+
+    Why not always urlsplit: importing urllib.parse, with the ipaddress module it
+    imports, costs ~3 ms, and the configuration's validation calls parse_url before
+    the service is spawned.  So an ASCII URL without brackets, what configurations
+    hold, is split here by urlsplit's own rules (CPython 3.11's urllib/parse.py:
+    urlsplit, _splitnetloc, _hostinfo, hostname, port); anything else, IPv6 literals
+    and non-ASCII names with their NFKC check, goes to urlsplit itself.
+    tests/test_httpclient.py holds the two to the same answers on generated URLs.
+    """
+    if not url.isascii() or "[" in url or "]" in url:
+        import urllib.parse
+
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+        userinfo = parts.username is not None or parts.password is not None
+        return parts.scheme, userinfo, parts.hostname, port, parts.path, parts.query
+    scheme = ""
+    colon = url.find(":")
+    if colon > 0 and url[0].isalpha() and all(c in _SCHEME_CHARS for c in url[:colon]):
+        scheme, url = url[:colon].lower(), url[colon + 1:]
+    netloc = ""
+    if url[:2] == "//":
+        ends = [i for i in (url.find(c, 2) for c in "/?#") if i >= 0]
+        end = min(ends, default=len(url))
+        netloc, url = url[2:end], url[end:]
+    url = url.split("#", 1)[0]
+    path, _, query = url.partition("?")
+    _, at, hostinfo = netloc.rpartition("@")
+    host, _, port_text = hostinfo.partition(":")
+    port = None
+    if port_text:
+        if not port_text.isdigit():
+            raise ValueError(f"Port could not be cast to integer value as {port_text!r}")
+        port = int(port_text)
+        if not 0 <= port <= 65535:
+            raise ValueError("Port out of range 0-65535")
+    name, percent, zone = host.partition("%")  # a zone keeps its case, as in urlsplit
+    return scheme, bool(at), (name.lower() + percent + zone) or None, port, path, query
+
+
+def _quote(text: str) -> str:
+    """Printable ASCII as written; anything else percent-encoded as UTF-8."""
+    if text.isascii() and text.isprintable() and " " not in text:
+        return text  # what urllib.parse.quote(text, safe=_PRINTABLE_ASCII) returns for it
+    import urllib.parse
+
+    return urllib.parse.quote(text, safe=_PRINTABLE_ASCII)
 
 
 async def request(
@@ -401,6 +456,8 @@ def read_secret(path: str, what: str = "token") -> str:
 def display_url(url: str) -> str:
     """scheme://host:port/path, for naming a server in a message: no credentials, query
     or fragment, no trailing slash."""
+    import urllib.parse
+
     try:
         parts = urllib.parse.urlsplit(url)
         host, port = parts.hostname or "", parts.port

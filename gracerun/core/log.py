@@ -234,10 +234,12 @@ def event(level: int, msg: str, *args: Any, **fields: Any) -> None:
     if not enabled(level):
         return
     record = Record(level, msg, args, fields)
+    captured = False
     for lowest, records in _captures:
         if level >= lowest:
             records.append(record)
-    if level < _threshold:
+            captured = True
+    if captured or level < _threshold:
         return
     try:
         line = _format(record) + "\n"
@@ -248,8 +250,8 @@ def event(level: int, msg: str, *args: Any, **fields: Any) -> None:
 
 @contextmanager
 def capture(level: int = DEBUG) -> Iterator[list[Record]]:
-    """For tests: collect the events at `level` and up while the block runs (they
-    are written as usual too)."""
+    """For tests: collect the events at `level` and up while the block runs,
+    instead of writing them."""
     records: list[Record] = []
     entry = (level, records)
     _captures.append(entry)
