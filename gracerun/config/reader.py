@@ -14,12 +14,12 @@ from typing import Any
 
 from gracerun.config.values import describe
 
-_BARE_KEY = re.compile(r"[A-Za-z0-9_-]*")
+_BARE_KEY = r"[A-Za-z0-9_-]*"
 
 
 def _quote(key: str) -> str:
     """A key as TOML would write it in a dotted path: quoted when not bare."""
-    if _BARE_KEY.fullmatch(key):  # fullmatch: "$" would let a trailing newline through
+    if re.fullmatch(_BARE_KEY, key):  # fullmatch: "$" would let a trailing newline through
         return key
     import json  # only for a key that needs quoting: json costs ~2 ms of start-up
 

@@ -16,9 +16,9 @@ from typing import Any
 
 from gracerun.config.values import Env, Parser, brief, describe, expand_env
 
-_HOOK_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+_HOOK_NAME = r"[A-Za-z0-9_.:-]{1,64}"
 # RFC 9110 token characters: what a header name may be made of.
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 
 
 def text(env: Env) -> Parser:
@@ -130,7 +130,7 @@ def headers(env: Env) -> Parser:
     def parse(value: Any) -> dict[str, str]:
         out = table(value)
         for k, v in out.items():
-            if not _TOKEN.fullmatch(k):
+            if not re.fullmatch(_TOKEN, k):
                 raise ValueError(f"expected header names of letters, digits and !#$%&'*+-.^_`|~ "
                                  f"(no spaces), got {brief(k)}")
             if any(c in v for c in "\r\n\0"):
@@ -147,7 +147,7 @@ def headers(env: Env) -> Parser:
 
 
 def hook_name(value: Any) -> str:
-    if not isinstance(value, str) or not _HOOK_NAME.fullmatch(value):
+    if not isinstance(value, str) or not re.fullmatch(_HOOK_NAME, value):
         raise ValueError("expected a name of 1-64 letters, digits, '_', '-', '.', ':', "
                          f"got {describe(value)}")
     return value

@@ -23,10 +23,10 @@ from gracerun.errors import UsageError
 Parser = Callable[[Any], Any]
 Env = Mapping[str, str] | None
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_DURATION_PART = r"(\d+(?:\.\d+)?)(ms|s|m|h)"
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _MAX_DURATION = 7 * 24 * 3600.0
-_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$\$")
+_ENV_REF = r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$\$"
 _TYPE_NAMES = {"str": "a string", "int": "an integer", "float": "a number", "bool": "a boolean",
                "list": "an array", "dict": "a table"}
 
@@ -204,7 +204,7 @@ def duration(value: object) -> float:
         text = value.strip().lower()
         pos, seconds = 0, 0.0
         while pos < len(text):
-            m = _DURATION_PART.match(text, pos)
+            m = re.compile(_DURATION_PART).match(text, pos)
             if m is None:
                 break
             if len(m.group(1)) > 30:
@@ -331,4 +331,4 @@ def expand_env(text: str, environ: Env = None) -> str:
             return default
         raise ValueError(f"environment variable {var} is not set (use ${{{var}:-default}})")
 
-    return _ENV_REF.sub(substitute, text)
+    return re.sub(_ENV_REF, substitute, text)
