@@ -46,12 +46,13 @@ from typing import TYPE_CHECKING, Any
 from gracerun.config.load import Config
 from gracerun.core import signals
 from gracerun.core.log import WARNING, event
-from gracerun.core.reaper import Reaper
-from gracerun.core.supervisor import Supervisor, configure_process, spawn_service
+from gracerun.core.spawn import spawn_service
 from gracerun.errors import GracerunError, UsageError
 
 if TYPE_CHECKING:
     import _socket
+
+    from gracerun.core.supervisor import Supervisor
 
 
 def run(cfg: Config, argv: Sequence[str]) -> int:
@@ -70,7 +71,10 @@ def run(cfg: Config, argv: Sequence[str]) -> int:
     # garbage fragment ~0.2 MB more of the heap for good).
     gc.enable()
 
+    # The rest of the core is imported after the spawn: nothing above needs it.
     from gracerun.core.loop import new_loop
+    from gracerun.core.reaper import Reaper
+    from gracerun.core.supervisor import Supervisor
 
     loop = new_loop(cfg.needs_asyncio, cfg.process.event_loop)
     if cfg.needs_asyncio:
@@ -94,6 +98,20 @@ def run(cfg: Config, argv: Sequence[str]) -> int:
     loop.run_forever()
     assert sup.lifecycle.exit_code is not None
     return sup.lifecycle.exit_code
+
+
+def configure_process(cfg: Config) -> None:
+    """Subreaper when not PID 1 (or asked), parent-death signal when asked."""
+    from gracerun.core import linux
+
+    if os.getpid() != 1 or cfg.process.subreaper:
+        try:
+            linux.become_subreaper()
+        except (OSError, AttributeError) as exc:
+            event(WARNING, "cannot become a child subreaper; orphans of the service "
+                  "will not be reaped by gracerun", error=str(exc))
+    if cfg.process.pdeathsig:
+        linux.set_parent_death_signal(cfg.process.pdeathsig)
 
 
 def pending_trigger(triggers: frozenset[int] | set[int] | Sequence[int]) -> int | None:

@@ -415,3 +415,18 @@ def _kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def spawn_service(argv: Sequence[str]) -> int:
+    """Launch the service (own group, inherited state, the terminal's foreground)."""
+    return spawn(argv, new_group=True, tty_fd=foreground_tty())
+
+
+def foreground_tty() -> int | None:
+    """stdin, when it is a terminal whose foreground group is ours to hand over."""
+    try:
+        if os.isatty(0) and os.tcgetpgrp(0) == os.getpgrp():
+            return 0
+    except OSError:
+        pass
+    return None

@@ -25,12 +25,12 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from gracerun.config.load import Config
-from gracerun.core import linux, signals, tree
+from gracerun.core import signals, tree
 from gracerun.core.lifecycle import Event, Lifecycle, State, Transition
 from gracerun.core.log import DEBUG, ERROR, INFO, WARNING, event
 from gracerun.core.reaper import Reaper
 from gracerun.core.service import Service
-from gracerun.core.spawn import spawn
+from gracerun.core.spawn import foreground_tty, spawn
 from gracerun.core.timeline import Timeline
 from gracerun.core.tuples import NamedTuple
 
@@ -147,7 +147,7 @@ class Supervisor:
     def start(self, argv: Sequence[str]) -> None:
         """Spawn the service and begin (the in-process tests' way; app.run spawns
         first, before the loop exists, then calls adopt() and begin())."""
-        self.adopt(self.processes.spawn(argv, _foreground_tty()), argv)
+        self.adopt(self.processes.spawn(argv, foreground_tty()), argv)
         self.begin()
 
     def adopt(self, pid: int, argv: Sequence[str]) -> None:
@@ -233,7 +233,7 @@ class Supervisor:
         pid = self.service.pid
         if pid is None or not self.service.running:
             return
-        if _foreground_tty() is not None:
+        if foreground_tty() is not None:
             try:
                 os.tcsetpgrp(0, pid)
             except OSError:
@@ -427,30 +427,3 @@ class Supervisor:
             except Exception as exc:  # never lose the exit code to a reporting failure
                 event(ERROR, "end-of-shutdown action failed", error=repr(exc))
         self.loop.stop()
-
-
-def spawn_service(argv: Sequence[str]) -> int:
-    """Launch the service (own group, inherited state, the terminal's foreground)."""
-    return spawn(argv, new_group=True, tty_fd=_foreground_tty())
-
-
-def _foreground_tty() -> int | None:
-    """stdin, when it is a terminal whose foreground group is ours to hand over."""
-    try:
-        if os.isatty(0) and os.tcgetpgrp(0) == os.getpgrp():
-            return 0
-    except OSError:
-        pass
-    return None
-
-
-def configure_process(cfg: Config) -> None:
-    """Subreaper when not PID 1 (or asked), parent-death signal when asked."""
-    if os.getpid() != 1 or cfg.process.subreaper:
-        try:
-            linux.become_subreaper()
-        except (OSError, AttributeError) as exc:
-            event(WARNING, "cannot become a child subreaper; orphans of the service "
-                  "will not be reaped by gracerun", error=str(exc))
-    if cfg.process.pdeathsig:
-        linux.set_parent_death_signal(cfg.process.pdeathsig)

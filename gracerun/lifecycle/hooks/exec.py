@@ -8,13 +8,16 @@ from a waitpid of our own.  On timeout or cancellation its whole group is killed
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from gracerun.config.kinds import ExecHook
 from gracerun.core.log import INFO, event
-from gracerun.core.service import Service
 from gracerun.core.spawn import Child, Redirect
 from gracerun.lifecycle.hooks import HookFailed
 from gracerun.observe import redact
+
+if TYPE_CHECKING:
+    from gracerun.core.service import Service
 
 RECORD = ExecHook  # the config record of this kind (see KINDS in __init__.py)
 

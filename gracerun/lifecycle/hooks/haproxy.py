@@ -13,11 +13,14 @@ stops persistent (stick / cookie) traffic.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from gracerun.clients import haproxy
 from gracerun.config.kinds import HaproxyHook
-from gracerun.core.service import Service
 from gracerun.lifecycle.hooks import HookFailed, HookTimedOut
+
+if TYPE_CHECKING:
+    from gracerun.core.service import Service
 
 RECORD = HaproxyHook  # the config record of this kind (see KINDS in __init__.py)
 

@@ -6,12 +6,13 @@ from typing import TYPE_CHECKING
 
 from gracerun.clients import http as httpclient
 from gracerun.config.kinds import HttpHook, HttpProbe
-from gracerun.core.service import Service
 from gracerun.lifecycle.hooks import HookFailed, HookTimedOut
 from gracerun.observe import redact
 
 if TYPE_CHECKING:
     import ssl
+
+    from gracerun.core.service import Service
 
 RECORD = HttpHook  # the config record of this kind (see KINDS in __init__.py)
 

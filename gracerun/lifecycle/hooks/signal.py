@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from gracerun.config.kinds import SignalHook
 from gracerun.core import signals
-from gracerun.core.service import Service
 from gracerun.lifecycle.hooks import HookFailed
+
+if TYPE_CHECKING:
+    from gracerun.core.service import Service
 
 RECORD = SignalHook  # the config record of this kind (see KINDS in __init__.py)
 

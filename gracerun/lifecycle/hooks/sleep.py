@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from gracerun.config.kinds import SleepHook
-from gracerun.core.service import Service
+
+if TYPE_CHECKING:
+    from gracerun.core.service import Service
 
 RECORD = SleepHook  # the config record of this kind (see KINDS in __init__.py)
 

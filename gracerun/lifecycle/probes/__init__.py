@@ -37,10 +37,13 @@ from __future__ import annotations
 import importlib
 from collections.abc import Awaitable, Callable
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 from gracerun.config.kinds import Probe
-from gracerun.core.service import Service
 from gracerun.errors import GracerunError
+
+if TYPE_CHECKING:
+    from gracerun.core.service import Service
 
 # kind -> module in this package: RECORD (its config record) and the capabilities above.
 # Importing one must stay cheap (no asyncio at the top): config loading reads RECORD and

@@ -7,12 +7,15 @@ milliseconds would flood the log); its exit status comes from the one reaper.
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from gracerun.config.kinds import ExecProbe
-from gracerun.core.service import Service
 from gracerun.core.spawn import Child, Redirect
 from gracerun.errors import GracerunError
 from gracerun.lifecycle.probes import ProbeError
+
+if TYPE_CHECKING:
+    from gracerun.core.service import Service
 
 RECORD = ExecProbe  # the config record of this kind (see KINDS in __init__.py)
 

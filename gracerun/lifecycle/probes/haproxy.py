@@ -8,11 +8,14 @@ queued for it); propagate reads stot (every session it ever sent here), so
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from gracerun.clients import haproxy
 from gracerun.config.kinds import HaproxyProbe
-from gracerun.core.service import Service
 from gracerun.lifecycle.probes import ProbeError
+
+if TYPE_CHECKING:
+    from gracerun.core.service import Service
 
 RECORD = HaproxyProbe  # the config record of this kind (see KINDS in __init__.py)
 

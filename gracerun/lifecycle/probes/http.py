@@ -9,13 +9,16 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from gracerun.clients import http as httpclient
 from gracerun.config.kinds import HttpProbe
-from gracerun.core.service import Service
 from gracerun.lifecycle.hooks.http import headers_of, tls_of
 from gracerun.lifecycle.probes import ProbeError
 from gracerun.observe import redact
+
+if TYPE_CHECKING:
+    from gracerun.core.service import Service
 
 RECORD = HttpProbe  # the config record of this kind (see KINDS in __init__.py)
 

@@ -17,12 +17,15 @@ caches).  A failed read counts as "not yet", as every probe's does.
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from gracerun.clients import kubernetes as k8s
 from gracerun.config import strings
 from gracerun.config.kinds import Probe, opt
-from gracerun.core.service import Service
 from gracerun.lifecycle.probes import ProbeError
+
+if TYPE_CHECKING:
+    from gracerun.core.service import Service
 
 
 class KubernetesProbe(Probe):
