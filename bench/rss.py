@@ -9,9 +9,10 @@ process.event_loop = "uvloop" (the libraries a default run with a configuration
 actually loads); "gracerun, config" is
 `EXE --config FILE -- sleep 1000` (default FILE: bench/full.toml, a hook, a drain
 probe and the HTTP endpoint); "gracerun, no config" is `EXE -- sleep 1000`; with
---gracerun-before, the same two for another install.  Each process is read one
-second after it started (VmRSS and RssAnon of /proc/PID/status: the idle figure,
-once start-up is over), then ended.  Runs are interleaved; medians in MB.
+--gracerun-before, the same two for another install; tini beside them for scale.
+Each process is read one second after it started (VmRSS and RssAnon of
+/proc/PID/status: the idle figure, once start-up is over), then ended.  Runs are
+interleaved; medians in MB.
 "gracerun, config, --event-loop uvloop" is the configured run on uvloop (needs
 uvloop in EXE's environment).  Not as PID 1: gracerun loads _ctypes to become a
 subreaper when it is not (bench.py's "rss as PID 1" row has the container's
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -86,6 +88,9 @@ def main() -> int:
                                                   "--event-loop", "uvloop", "--", *service],
         "gracerun, no config": [a.gracerun, "--", *service],
     }
+    tini = shutil.which("tini")
+    if tini:
+        rows["tini (for scale)"] = [tini, "--", *service]
     if a.gracerun_before:
         rows["gracerun before, config"] = [a.gracerun_before, "--config", a.config, "--",
                                            *service]
