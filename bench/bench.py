@@ -226,6 +226,20 @@ def stderr_of(argv: list[str]) -> str:
     return f"; again: exit {proc.returncode}, stderr: {proc.stderr.strip()[-500:]!r}"
 
 
+def settle(services: list[Service], quiet: float = 0.5, limit: float = 10.0) -> None:
+    """Wait until no wrapper has switched context for `quiet` seconds (at most `limit`)."""
+    deadline = time.monotonic() + limit
+    last = {svc.pid: context_switches(svc.pid) for svc in services}
+    still_since = time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.05)  # polling interval of the condition below
+        now = {svc.pid: context_switches(svc.pid) for svc in services}
+        if now != last:
+            last, still_since = now, time.monotonic()
+        elif time.monotonic() - still_since >= quiet:
+            return
+
+
 def measure_signals(procs: Processes, wrappers: list[Wrapper], rounds: int, per_round: int,
                     idle: float, samples: Samples, notes: dict[str, str]) -> None:
     """One instance per wrapper at a time, all alive together: idle, RSS, signals."""
@@ -237,6 +251,9 @@ def measure_signals(procs: Processes, wrappers: list[Wrapper], rounds: int, per_
             for svc in services:
                 svc.expect("ready", READY_TIMEOUT)
 
+            # The service is ready before a wrapper that imports asyncio after the
+            # spawn has finished its own start-up: wait until none of them switches.
+            settle(services)
             # Idle wake-ups: nothing happens for `idle` seconds; sleeping is the
             # measurement here, not a way to wait for something.
             before = {svc.wrapper.name: context_switches(svc.pid) for svc in services}
