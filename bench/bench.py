@@ -226,14 +226,16 @@ def stderr_of(argv: list[str]) -> str:
     return f"; again: exit {proc.returncode}, stderr: {proc.stderr.strip()[-500:]!r}"
 
 
-def settle(services: list[Service], quiet: float = 0.5, limit: float = 10.0) -> None:
-    """Wait until no wrapper has switched context for `quiet` seconds (at most `limit`)."""
+def settle(pids: list[int], quiet: float = 0.5, limit: float = 10.0) -> None:
+    """Wait until none of `pids` has switched context for `quiet` seconds (at most
+    `limit`): a wrapper that imports asyncio after the spawn is still starting when
+    its service says ready."""
     deadline = time.monotonic() + limit
-    last = {svc.pid: context_switches(svc.pid) for svc in services}
+    last = {pid: context_switches(pid) for pid in pids}
     still_since = time.monotonic()
     while time.monotonic() < deadline:
         time.sleep(0.05)  # polling interval of the condition below
-        now = {svc.pid: context_switches(svc.pid) for svc in services}
+        now = {pid: context_switches(pid) for pid in pids}
         if now != last:
             last, still_since = now, time.monotonic()
         elif time.monotonic() - still_since >= quiet:
@@ -251,9 +253,7 @@ def measure_signals(procs: Processes, wrappers: list[Wrapper], rounds: int, per_
             for svc in services:
                 svc.expect("ready", READY_TIMEOUT)
 
-            # The service is ready before a wrapper that imports asyncio after the
-            # spawn has finished its own start-up: wait until none of them switches.
-            settle(services)
+            settle([svc.pid for svc in services])
             # Idle wake-ups: nothing happens for `idle` seconds; sleeping is the
             # measurement here, not a way to wait for something.
             before = {svc.wrapper.name: context_switches(svc.pid) for svc in services}
@@ -319,6 +319,8 @@ def measure_pid1_rss(procs: Processes, wrappers: list[Wrapper], rounds: int,
                 status = proc_status(str(pid1))
                 if status.get("NSpid", "").split()[-1:] != ["1"]:
                     raise BenchError(f"{w.name}: not PID 1 of the namespace: {status['NSpid']}")
+                settle([pid1])
+                status = proc_status(str(pid1))
                 samples["rss_pid1_mb"].setdefault(w.name, []).append(
                     status_kb(status, "VmRSS") / 1024)
                 os.kill(pid1, signal.SIGTERM)
