@@ -216,7 +216,7 @@ SETTINGS: tuple[Setting, ...] = (
                  "endpoint, a Pushgateway): `asyncio` (the standard loop) or `uvloop`",
             more="uvloop must be installed (`pip install gracerun[uvloop]`); when it is not, "
                  "the standard loop runs and a warning says so. It is not faster for "
-                 "gracerun's few connections and costs about 2.3 MB more memory "
+                 "gracerun's few connections and costs about 2.5 MB more memory "
                  "(docs/benchmarks.md). A run without any of those uses neither."),
     Setting("process.pdeathsig", flags=("-p", "--pdeathsig"), metavar="SIGNAL",
             parse=values.signal_number,

@@ -117,7 +117,7 @@ def new_loop(need_asyncio: bool, kind: str = "asyncio") -> Any:
     Why the standard loop by default: gracerun's loop serves a signal pipe, a few
     timers, a handful of hook and probe requests and a scrape every few seconds,
     where uvloop's speed does not show (signal forwarding and scrapes measured the
-    same), while running it costs about 2.3 MB more resident memory (libuv's
+    same), while running it costs about 2.5 MB more resident memory (libuv's
     structures, its io_uring ring, the pages of its code) in every container.
     uvloop stays a choice; when it is chosen but not installed the standard loop
     runs, with a warning, rather than failing a service that already runs.
