@@ -22,8 +22,12 @@ tests fail, unless GRACERUN_STANDALONE_SKIP says why they cannot run here.
 from __future__ import annotations
 
 import ast
+import asyncio
+import dis
 import glob
+import importlib.util
 import json
+import marshal
 import os
 import shlex
 import signal
@@ -31,6 +35,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import types
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
@@ -159,15 +164,20 @@ def write_script(tmp: Path, name: str, text: str) -> str:
     return str(path)
 
 
-def python_files_mapped(pid: int) -> list[str]:
-    """Files mapped into pid that belong to a Python (libpython, extension modules)."""
+def files_mapped(pid: int) -> list[str]:
+    """Every file mapped into pid."""
     paths = set()
     with open(f"/proc/{pid}/maps") as fh:
         for line in fh:
             fields = line.split(maxsplit=5)
             if len(fields) == 6 and fields[5].startswith("/"):
                 paths.add(fields[5].rstrip("\n"))
-    return sorted(p for p in paths if "python" in p.lower() or ".abi3." in p)
+    return sorted(paths)
+
+
+def python_files_mapped(pid: int) -> list[str]:
+    """Files mapped into pid that belong to a Python (libpython, extension modules)."""
+    return [p for p in files_mapped(pid) if "python" in p.lower() or ".abi3." in p]
 
 
 # ---------------------------------------------------------------- scenarios
@@ -195,7 +205,9 @@ def test_forward_as_pid1_without_python(launcher: Launcher, exe: str, tmp_path: 
        caller's value;
     2. the service finds no python3/python, and prints ready;
     3. gracerun's maps: every Python file it has mapped is inside the bundle
-       (libpython among them);
+       (libpython among them); neither libz nor the zlib module, libdl or
+       libpthread (the idle-RSS work in docs/standalone.md: no PYZ reader,
+       a bootloader that needs only libc);
     4. the service's environment: the caller's LD_LIBRARY_PATH, unchanged (not
        the bundle's), and none of the bootloader's _PYI_* variables;
     5. SIGUSR1 to gracerun reaches the service; SIGTERM: the service exits 0,
@@ -211,6 +223,9 @@ def test_forward_as_pid1_without_python(launcher: Launcher, exe: str, tmp_path: 
     assert any("libpython" in p for p in mapped), mapped
     outside = [p for p in mapped if not p.startswith(str(BUNDLE) + "/")]
     assert not outside, f"Python files from outside the bundle: {outside}"
+    extra = [p for p in files_mapped(pid)
+             if os.path.basename(p).startswith(("libz.", "zlib.", "libdl.", "libpthread."))]
+    assert not extra, f"mapped at idle, though gracerun does not need them there: {extra}"
 
     service = wait_for(lambda: [c.pid for c in children(pid) if c.comm == "sh"],
                        what="the service")[0]
@@ -449,6 +464,32 @@ def test_commands_print_what_the_pip_install_prints(launcher: Launcher, exe: str
 
 
 # ------------------------------------------------------- what the build omits
+
+
+def test_only_gracerun_keeps_its_docstrings_and_asserts(exe: str) -> None:
+    """The spec compiles the stdlib and dependencies with -OO, gracerun's own
+    modules as written.  Steps: in the bundle's .pyc files, gracerun's modules
+    have their docstrings and raise AssertionError where the source asserts;
+    the stdlib's (asyncio, which asserts) have neither: the check can fail."""
+    magic = importlib.util.MAGIC_NUMBER
+    internal = BUNDLE / "_internal"
+
+    def code(relative: str) -> types.CodeType:
+        data = (internal / relative).read_bytes()
+        if data[:4] != magic:
+            pytest.skip(f"the bundle's Python is not this one ({sys.version.split()[0]})")
+        return marshal.loads(data[16:])
+
+    def asserts(co: types.CodeType) -> bool:
+        return (any(i.opname == "LOAD_ASSERTION_ERROR" for i in dis.get_instructions(co))
+                or any(asserts(c) for c in co.co_consts if isinstance(c, types.CodeType)))
+
+    own = code("gracerun/core/signals.pyc")
+    assert "assert " in (REPO / "gracerun" / "core" / "signals.py").read_text()
+    assert asserts(own) and isinstance(own.co_consts[0], str)
+    stdlib = code("asyncio/base_events.pyc")
+    assert "assert " in (Path(asyncio.__file__).parent / "base_events.py").read_text()
+    assert not asserts(stdlib) and not isinstance(stdlib.co_consts[0], str)
 
 
 def test_nothing_gracerun_imports_is_excluded_from_the_build(tmp_path: Path) -> None:
