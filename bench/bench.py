@@ -106,7 +106,7 @@ STANDALONE = "gracerun (standalone)"
 def find_wrappers(gracerun: str, pipeline_config: str | None,
                   standalone: str | None = None) -> list[Wrapper]:
     found = [Wrapper("bare", ()), Wrapper("gracerun", (gracerun, "--"))]
-    # The asyncio/uvloop path (taken when a pre-stop pipeline, the HTTP
+    # The asyncio path (taken when a pre-stop pipeline, the HTTP
     # endpoint or a Pushgateway is configured) is measured as its own row
     # when --gracerun-config names a config file that enables it.
     if pipeline_config:
@@ -526,14 +526,14 @@ def measure_sizes(standalone: str, gracerun: str) -> dict[str, float]:
     C wrappers."""
     sizes = {"gracerun (standalone): the whole directory": disk_mb(os.path.dirname(standalone))}
     python = interpreter_of(gracerun)
-    names = ("gracerun", "uvloop", "prometheus_client")
+    names = ("gracerun", "prometheus_client")  # uvloop is an optional extra
     code = ("import json, os, sys, gracerun\n"
             "site = os.path.dirname(os.path.dirname(gracerun.__file__))\n"
             f"print(json.dumps([sys.version_info[:2], site, [n for n in os.listdir(site) "
             f"if n.split('-')[0].lower() in {names!r}]]))")
     # -I: not the working tree's gracerun (the current directory), the installed one.
     version, site, found = json.loads(run([python, "-I", "-c", code]))
-    sizes["gracerun (pip install): gracerun + uvloop, prometheus_client"] = disk_mb(
+    sizes["gracerun (pip install): gracerun + prometheus_client"] = disk_mb(
         *(os.path.join(site, name) for name in found))
     dpkg = shutil.which("dpkg-query")
     if dpkg:
@@ -574,7 +574,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--venv", type=Path, default=DEFAULT_VENV, help=argparse.SUPPRESS)
     p.add_argument("--gracerun-config", metavar="FILE",
                    help="also measure 'gracerun (pipeline config)': gracerun --config FILE, "
-                        "for a config that takes the asyncio/uvloop path")
+                        "for a config that takes the asyncio path")
     p.add_argument("--standalone", metavar="PATH",
                    help="also measure the standalone build: its directory or executable "
                         "(scripts/build-standalone makes build/standalone/gracerun); adds "

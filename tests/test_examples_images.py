@@ -126,6 +126,14 @@ def test_dockerfile_builds_and_copies_the_standalone(name: str, base: str,
     assert froms[0] == "FROM python:3.11-slim-bookworm AS gracerun"
     assert froms[-1] == f"FROM {base}"
     assert "RUN scripts/build-standalone" in lines
+    # The builder stage installs every Debian package build-standalone names as needed.
+    script = (REPO / "scripts" / "build-standalone").read_text()
+    needed = {pkg for hint in re.findall(r"apt-get install ([a-z0-9 .+-]+)\)", script)
+              for pkg in hint.split()}
+    assert {"binutils", "gcc", "libc6-dev"} <= needed
+    builder = " ".join(lines[:lines.index(froms[1])])
+    missing = {pkg for pkg in needed if f" {pkg} " not in f" {builder} "}
+    assert not missing, f"{name}: the builder stage does not install {sorted(missing)}"
     final = lines[lines.index(froms[-1]):]
     assert f"COPY --from=gracerun /src/{_build_output_dir()} /opt/gracerun" in final
     for line in lines:

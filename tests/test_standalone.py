@@ -466,11 +466,13 @@ def test_commands_print_what_the_pip_install_prints(launcher: Launcher, exe: str
 # ------------------------------------------------------- what the build omits
 
 
-def test_only_gracerun_keeps_its_docstrings_and_asserts(exe: str) -> None:
+def test_only_gracerun_keeps_its_asserts(exe: str) -> None:
     """The spec compiles the stdlib and dependencies with -OO, gracerun's own
-    modules as written.  Steps: in the bundle's .pyc files, gracerun's modules
-    have their docstrings and raise AssertionError where the source asserts;
-    the stdlib's (asyncio, which asserts) have neither: the check can fail."""
+    modules as written but without docstrings.  Steps: in the bundle's .pyc
+    files, gracerun's modules raise AssertionError where the source asserts and
+    hold no docstring; the stdlib's (asyncio, which asserts) do neither; and no
+    gracerun source reads a docstring (`__doc__`, inspect.getdoc), which is what
+    makes dropping them safe: the check can fail."""
     magic = importlib.util.MAGIC_NUMBER
     internal = BUNDLE / "_internal"
 
@@ -484,12 +486,16 @@ def test_only_gracerun_keeps_its_docstrings_and_asserts(exe: str) -> None:
         return (any(i.opname == "LOAD_ASSERTION_ERROR" for i in dis.get_instructions(co))
                 or any(asserts(c) for c in co.co_consts if isinstance(c, types.CodeType)))
 
+    source = (REPO / "gracerun" / "core" / "signals.py").read_text()
+    assert "assert " in source and source.lstrip().startswith('"""')
     own = code("gracerun/core/signals.pyc")
-    assert "assert " in (REPO / "gracerun" / "core" / "signals.py").read_text()
-    assert asserts(own) and isinstance(own.co_consts[0], str)
+    assert asserts(own) and not isinstance(own.co_consts[0], str)
     stdlib = code("asyncio/base_events.pyc")
     assert "assert " in (Path(asyncio.__file__).parent / "base_events.py").read_text()
     assert not asserts(stdlib) and not isinstance(stdlib.co_consts[0], str)
+    readers = [str(path.relative_to(REPO)) for path in (REPO / "gracerun").rglob("*.py")
+               if "__doc__" in (text := path.read_text()) or "getdoc" in text]
+    assert readers == []
 
 
 def test_nothing_gracerun_imports_is_excluded_from_the_build(tmp_path: Path) -> None:
