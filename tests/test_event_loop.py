@@ -69,3 +69,36 @@ def test_an_unknown_loop_is_a_usage_error(launcher: Launcher, tmp_path: Path) ->
     rc, out, err = launcher.run(gracerun("--config", str(config), cmd=["true"]))
     assert rc == 2 and out == "" and "Traceback" not in err
     assert len(err.splitlines()) == 1 and "process.event_loop" in err and "uvloop" in err
+
+
+@pytest.mark.parametrize("kind", ["asyncio", "uvloop"])
+def test_asyncio_errors_go_through_gracerun_log(kind: str) -> None:
+    """asyncio reports an exception in a callback through Python's logging, whose
+    last-resort handler writes to stderr directly (a blocking write on a stalled
+    pipe).  Steps: a loop from new_loop(); a callback that raises; the report
+    arrives as one of gracerun's own events, with the error, and the asyncio
+    logger has no other way out."""
+    import asyncio
+    import logging
+
+    from gracerun.core import log
+    from gracerun.core.loop import new_loop
+
+    if kind == "uvloop":
+        pytest.importorskip("uvloop")
+
+    def boom() -> None:
+        raise RuntimeError("callback failed")
+
+    loop = new_loop(True, kind)
+    try:
+        with log.capture(log.WARNING) as records:
+            loop.call_soon(boom)
+            loop.run_until_complete(asyncio.sleep(0.01))
+    finally:
+        loop.close()
+    reports = [r for r in records if r.fields.get("logger") == "asyncio"]
+    assert reports and "RuntimeError('callback failed')" in reports[0].fields["error"]
+    assert reports[0].level == log.ERROR and "Exception in callback" in reports[0].message()
+    asyncio_logger = logging.getLogger("asyncio")
+    assert not asyncio_logger.propagate and len(asyncio_logger.handlers) == 1

@@ -248,6 +248,33 @@ def event(level: int, msg: str, *args: Any, **fields: Any) -> None:
     _writer.put(line.encode(errors="replace"))
 
 
+def adopt(logger_name: str) -> None:
+    """Send a library's records of Python's logging module (asyncio's "Exception
+    in callback", "Task exception was never retrieved") through this log.
+
+    Left alone, they reach logging's last-resort handler, which writes to
+    sys.stderr directly: a blocking write on a stalled log pipe, in the middle of
+    the event loop.  Called once asyncio is loaded (it imports logging itself).
+    """
+    import logging
+
+    class Forward(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            try:
+                message = record.getMessage()
+            except Exception:  # a library's bad %-format: still say something
+                message = str(record.msg)
+            fields: dict[str, Any] = {"logger": record.name}
+            if record.exc_info and record.exc_info[1] is not None:
+                fields["error"] = repr(record.exc_info[1])
+            level = max((lv for lv in _LEVEL_NAMES if lv <= record.levelno), default=DEBUG)
+            event(level, message, **fields)
+
+    logger = logging.getLogger(logger_name)
+    logger.handlers[:] = [Forward()]
+    logger.propagate = False
+
+
 @contextmanager
 def capture(level: int = DEBUG) -> Iterator[list[Record]]:
     """For tests: collect the events at `level` and up while the block runs,

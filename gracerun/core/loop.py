@@ -126,6 +126,10 @@ def new_loop(need_asyncio: bool, kind: str = "asyncio") -> Any:
         return MiniLoop()
     import asyncio
 
+    from gracerun.core.log import adopt
+
+    adopt("asyncio")  # its errors through gracerun's non-blocking log
+
     if kind == "uvloop":
         try:
             import uvloop
