@@ -727,7 +727,8 @@ def test_at_the_cap_the_oldest_idle_connection_makes_room(start: Callable[..., R
     """Steps:
     1. gracerun with a descriptor limit of 200, so the endpoint holds 100 connections.
     2. Another client opens 150 idle connections and keeps them: 50 of the oldest are
-       closed at once to make room, not the newest.
+       closed at once to make room, not the newest (and the next oldest may meet
+       their 2 s head timeout meanwhile, on a loaded machine).
     3. 60 requests to /live: every one answers 200 within 1s, each pushing out one
        more of the idle connections.
     """
@@ -737,7 +738,11 @@ def test_at_the_cap_the_oldest_idle_connection_makes_room(start: Callable[..., R
     try:
         assert holder.full.wait(10)
         wait_for(lambda: holder.closed_by_server >= 50, what="50 connections closed")
-        assert sorted(holder.closed_order) == list(range(50))
+        # The oldest ones: on a loaded machine the next oldest may also have reached
+        # the 2 s head timeout by now (a flake seen once in a full run), still the
+        # oldest first, never a newer one.
+        closed = sorted(holder.closed_order)
+        assert closed == list(range(len(closed))), closed
         failures = live_requests(run.port, 60)
         assert not failures, (f"{len(failures)} of 60 /live requests failed or were slow: "
                               f"{failures[:5]}")
