@@ -206,10 +206,10 @@ def test_forward_as_pid1_without_python(launcher: Launcher, exe: str, tmp_path: 
     2. the service finds no python3/python, and prints ready;
     3. gracerun's maps: every Python file it has mapped is inside the bundle
        (libpython among them); neither libz nor the zlib module, libdl or
-       libpthread (the idle-RSS work in docs/standalone.md: no PYZ reader,
-       a bootloader that needs only libc);
+       libpthread (the idle-RSS work in docs/standalone.md: no archive reader,
+       a launcher that needs only libc and libpython);
     4. the service's environment: the caller's LD_LIBRARY_PATH, unchanged (not
-       the bundle's), and none of the bootloader's _PYI_* variables;
+       the bundle's), and none of PyInstaller's _PYI_* variables;
     5. SIGUSR1 to gracerun reaches the service; SIGTERM: the service exits 0,
        and so does gracerun.
     """
@@ -243,10 +243,47 @@ def test_forward_as_pid1_without_python(launcher: Launcher, exe: str, tmp_path: 
     assert "Traceback" not in proc.stderr
 
 
+def test_a_callers_library_path_cannot_replace_the_bundles_libraries(
+        launcher: Launcher, exe: str, tmp_path: Path) -> None:
+    """The bundle's libraries are found through DT_RPATH, which the dynamic linker
+    searches before LD_LIBRARY_PATH (a RUNPATH would come after it).  Steps: an
+    image whose LD_LIBRARY_PATH lists the system's library directories (which
+    hold a libssl, a libcrypto, a libffi and a libz of their own); gracerun with
+    a config that loads asyncio, and with it ssl; every libssl, libcrypto,
+    libffi and libz it maps, and libpython, is the bundle's; the service still
+    gets the caller's LD_LIBRARY_PATH."""
+    system = [d for d in ("/usr/lib/x86_64-linux-gnu", "/lib/x86_64-linux-gnu",
+                          "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib")
+              if any(Path(d).glob("libssl.so.3*"))]
+    if not system:
+        pytest.skip("no system libssl.so.3 to offer as a decoy")
+    config = tmp_path / "loop.toml"
+    config.write_text('[shutdown.propagate]\nsleep = "0s"\n')  # asyncio, ssl
+    script = write_script(tmp_path, "service.sh", SERVICE)
+    caller = ":".join(system)
+    argv = [exe, "--config", str(config), "--", "/bin/sh", script]
+    proc, pid = start_pid1(launcher, argv, env={"LD_LIBRARY_PATH": caller})
+    proc.expect("^ready")
+    libraries = wait_for(lambda: [p for p in files_mapped(pid)
+                                  if "libssl." in p] and files_mapped(pid),
+                         what="libssl mapped (asyncio loaded)")
+    ours = [p for p in libraries if os.path.basename(p).startswith(
+        ("libssl.", "libcrypto.", "libffi.", "libz.", "libpython"))]
+    assert ours and all(p.startswith(str(BUNDLE) + "/") for p in ours), ours
+    service = wait_for(lambda: [c.pid for c in children(pid) if c.comm == "sh"],
+                       what="the service")[0]
+    with open(f"/proc/{service}/environ", "rb") as fh:
+        environ = dict(item.decode().split("=", 1) for item in fh.read().split(b"\0") if item)
+    assert environ.get("LD_LIBRARY_PATH") == caller
+    os.kill(pid, signal.SIGTERM)
+    assert proc.wait(20) == 0
+
+
 def test_service_gets_exactly_the_callers_environment(launcher: Launcher, exe: str) -> None:
     """Steps: an empty environment but PATH (a distroless image has little more):
-    the bootloader sets LD_LIBRARY_PATH and _PYI_* for gracerun, and Python
-    would coerce the C locale; the service's `env` must print PATH alone."""
+    PyInstaller's bootloader set LD_LIBRARY_PATH and _PYI_* for gracerun, and
+    python3 would coerce the C locale (putting LC_CTYPE in the environment); the
+    service's `env` must print PATH alone."""
     path = "PATH=/usr/bin:/bin"
     rc, out, err = launcher.run(without_python(["env", "-i", path, exe, "--", "env"]))
     assert rc == 0, err
