@@ -52,6 +52,16 @@ def wait_for(predicate: Callable[[], T], timeout: float = 10.0, what: str = "") 
         interval = min(interval * 2, 0.02)
 
 
+def run_checkout_python(code: str) -> str:
+    """stdout of `code` in a fresh interpreter on this checkout (cwd too), with -S:
+    an editable install's import hook (site) imports pathlib, and with it
+    urllib.parse, before any of gracerun's code runs, which would hide what
+    gracerun itself imports."""
+    return subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True,
+                          check=True, timeout=30, cwd=REPO,
+                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}).stdout
+
+
 def prog(name: str, *args: object) -> list[str]:
     """argv running tests/progs/<name> with this interpreter."""
     return [PY, str(PROGS / name), *map(str, args)]

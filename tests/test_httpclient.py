@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import run_checkout_python
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -472,11 +473,7 @@ def test_validating_a_url_does_not_import_urllib_parse() -> None:
     code = ("import sys; from gracerun.clients.http import parse_url; "
             "parse_url('http://127.0.0.1:9/deregister?x=1'); "
             "print(sorted({'urllib.parse', 'ipaddress'} & set(sys.modules)))")
-    # -S, with the checkout on PYTHONPATH: an editable install's import hook (site)
-    # imports pathlib, and with it urllib.parse, before any of gracerun's code runs.
-    repo = str(Path(__file__).resolve().parent.parent)
-    out = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True,
-                         check=True, env={"PYTHONPATH": repo, "PATH": "/usr/bin:/bin"}).stdout
+    out = run_checkout_python(code)
     assert out.strip() == "[]"
 
 

@@ -14,10 +14,10 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import run_checkout_python
 
 from gracerun.config.load import build
 from gracerun.core.lifecycle import (
@@ -408,8 +408,7 @@ def test_validating_a_full_config_does_not_import_asyncio() -> None:
     threading (core/log.py), socket, ctypes and urllib.parse with ipaddress
     (clients/http.py's _split) must load only after the spawn, if at all.
     bench/full.toml has a hook, a probe and the endpoint; loading every registered
-    kind must not pull in asyncio either.  Run with -S: an editable install's import
-    hook (site) imports pathlib and urllib.parse before gracerun's code runs."""
+    kind must not pull in asyncio either."""
     slow = ("asyncio", "dataclasses", "inspect", "argparse", "logging", "threading", "socket",
             "ctypes", "urllib.parse", "ipaddress")
     code = (f"import sys; from gracerun.config import load, plan; "
@@ -417,8 +416,5 @@ def test_validating_a_full_config_does_not_import_asyncio() -> None:
             f"print(sorted(set({slow!r}) & set(sys.modules)));"
             f"list(plan.HOOKS.values()); list(plan.PROBES.values()); "
             f"print('asyncio' in sys.modules)")
-    repo = Path(__file__).resolve().parents[1]
-    out = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True,
-                         check=True, timeout=30, cwd=repo,
-                         env={"PYTHONPATH": str(repo), "PATH": "/usr/bin:/bin"})
-    assert out.stdout.split("\n")[:2] == ["[]", "False"], out.stdout + out.stderr
+    out = run_checkout_python(code)
+    assert out.split("\n")[:2] == ["[]", "False"], out

@@ -25,8 +25,7 @@ pytestmark = pytest.mark.timeout(30)
 LOOPS = ["uvloop", "asyncio"]
 
 
-def run(loop_kind: str, coro: Callable[[], Coroutine[Any, Any, Any]],
-        monkeypatch: pytest.MonkeyPatch) -> Any:
+def run(loop_kind: str, coro: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
     loop = new_loop(True, loop_kind)
     try:
         return loop.run_until_complete(coro())
@@ -45,8 +44,7 @@ def silent_kernel(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 @pytest.mark.parametrize("loop_kind", LOOPS)
-def test_async_query_sees_what_the_blocking_one_sees(loop_kind: str,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_async_query_sees_what_the_blocking_one_sees(loop_kind: str) -> None:
     """Steps: a loopback listener with one accepted connection; both queries list
     the same LISTEN and ESTABLISHED sockets on its port."""
     with socket.socket() as listener:
@@ -62,7 +60,7 @@ def test_async_query_sees_what_the_blocking_one_sees(loop_kind: str,
                 async def query() -> list[sockdiag.TcpSocket]:
                     return await sockdiag.tcp_sockets_async([port], states=states)
 
-                found = run(loop_kind, query, monkeypatch)
+                found = run(loop_kind, query)
                 assert client.getsockname()[1] in {s.remote[1] for s in found}
     def key(s: sockdiag.TcpSocket) -> tuple[int, tuple[str, int], tuple[str, int]]:
         return s.state, s.local, s.remote
@@ -72,8 +70,7 @@ def test_async_query_sees_what_the_blocking_one_sees(loop_kind: str,
 
 
 @pytest.mark.parametrize("loop_kind", LOOPS)
-def test_a_stuck_dump_does_not_block_the_loop(loop_kind: str, silent_kernel: None,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_stuck_dump_does_not_block_the_loop(loop_kind: str, silent_kernel: None) -> None:
     """Steps: the kernel never answers; while the query waits, a timer set for
     50 ms (the stand-in for gracerun's budget timer) fires within 150 ms, and
     the query ends at its deadline with a SockDiagError."""
@@ -88,7 +85,7 @@ def test_a_stuck_dump_does_not_block_the_loop(loop_kind: str, silent_kernel: Non
             await query
         return timer_at, time.monotonic() - t0
 
-    timer_at, ended_at = run(loop_kind, scenario, monkeypatch)
+    timer_at, ended_at = run(loop_kind, scenario)
     assert timer_at < 0.15, f"the timer fired {timer_at:.3f}s after being set for 0.05s"
     assert 0.45 < ended_at < 2.0
 
@@ -110,4 +107,4 @@ def test_negative_control_the_blocking_query_holds_the_loop(
             sockdiag.tcp_sockets([80])
         return float(await fired)
 
-    assert run(loop_kind, scenario, monkeypatch) >= 0.3
+    assert run(loop_kind, scenario) >= 0.3

@@ -34,10 +34,10 @@ else:
             if ns.get("_base"):
                 return super().__new__(mcls, name, bases, ns)
             fields = list(ns.get("__annotations__", {}))
-            defaults = [ns[f] for f in fields if f in ns]
-            first = fields.index(next(f for f in fields if f in ns)) if defaults else len(fields)
-            if any(f not in ns for f in fields[first:]):
+            defaulted = [f in ns for f in fields]
+            if defaulted != sorted(defaulted):  # every required field first
                 raise TypeError(f"{name}: a field without a default follows one with a default")
+            defaults = [ns[f] for f in fields if f in ns]
             made = namedtuple(name, fields, defaults=defaults, module=ns.get("__module__"))
             made.__qualname__ = ns.get("__qualname__", name)
             made.__annotations__ = dict(ns.get("__annotations__", {}))

@@ -31,13 +31,12 @@
 #error "PYTHON_DIR (python3.11: where lib-dynload sits under _internal) must be defined"
 #endif
 
-static int append(PyConfig *config, PyWideStringList *list, const char *path) {
+static int append(PyWideStringList *list, const char *path) {
     wchar_t *wide = Py_DecodeLocale(path, NULL);
     if (wide == NULL)
         return -1;
     PyStatus status = PyWideStringList_Append(list, wide);
     PyMem_RawFree(wide);
-    (void)config;
     return PyStatus_Exception(status) ? -1 : 0;
 }
 
@@ -87,8 +86,8 @@ int main(int argc, char **argv) {
         status = PyConfig_SetString(&config, &config.run_command,
                                     L"from gracerun.cli import main\nmain()\n");
     if (!PyStatus_Exception(status)
-        && (append(&config, &config.module_search_paths, internal) != 0
-            || append(&config, &config.module_search_paths, dynload) != 0))
+        && (append(&config.module_search_paths, internal) != 0
+            || append(&config.module_search_paths, dynload) != 0))
         status = PyStatus_NoMemory();
     if (!PyStatus_Exception(status))
         status = Py_InitializeFromConfig(&config);
